@@ -1,4 +1,4 @@
-"""What every stage script shares: a one-line error and a non-zero exit for user-fixable problems."""
+"""Shared by every stage script: a one-line error and a non-zero exit for fixable problems."""
 
 from __future__ import annotations
 

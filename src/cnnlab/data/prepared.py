@@ -54,7 +54,8 @@ def save_prepared(dataset: PreparedDataset, out_dir: str | Path) -> None:
     for split_name, split in dataset.splits.items():
         bad = (split.labels < 0) | (split.labels >= len(dataset.classes))
         if bad.any():
-            raise CnnlabError(f"split {split_name!r} has labels outside 0..{len(dataset.classes) - 1}")
+            last = len(dataset.classes) - 1
+            raise CnnlabError(f"split {split_name!r} has labels outside 0..{last}")
     meta = {
         "name": dataset.name,
         "classes": list(dataset.classes),

@@ -1,0 +1,32 @@
+"""Run a trained model over a split and turn its predictions into the metrics contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab.augment import normalize
+from cnnlab.config import Normalize
+from cnnlab.data.loader import DeviceSplit
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: DeviceSplit, norm: Normalize, batch_size: int = 1000
+            ) -> np.ndarray:
+    """Class probabilities (N, num_classes) as float32, in the split's order."""
+    model.eval()
+    chunks = [torch.softmax(model(normalize(images, norm)).float(), dim=1)
+              for images, _ in data.batches(batch_size)]
+    return torch.cat(chunks).cpu().numpy()
+
+
+def predictions_table(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]
+                      ) -> list[dict[str, object]]:
+    """Rows for predictions.csv: what `dvc plots` draws the confusion matrix from."""
+    predicted = probs.argmax(1)
+    return [
+        {"index": i, "actual": classes[t], "predicted": classes[p],
+         "confidence": round(float(probs[i, p]), 6)}
+        for i, (t, p) in enumerate(zip(labels.tolist(), predicted.tolist(), strict=True))
+    ]

@@ -1,0 +1,128 @@
+"""The one training loop every experiment runs through.
+
+`train()` takes a validated Experiment and a prepared dataset and returns the trained model and
+its logs; it does no file I/O, so tests call it directly and the stage script stays thin. Loss and
+accuracy accumulate on the device and are read back only at logging points, so a GPU never waits
+on the host inside the step loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from cnnlab.augment import augment_batch, normalize
+from cnnlab.config import Experiment
+from cnnlab.data.loader import DeviceSplit, seeded_subset
+from cnnlab.data.prepared import PreparedDataset
+from cnnlab.errors import CnnlabError
+from cnnlab.models import build_model
+from cnnlab.optim import build_optimizer
+
+
+class TrainLogger(Protocol):
+    """Where the loop reports progress; cnnlab.tracking writes it with dvclive."""
+
+    def log_step(self, step: int, loss: float) -> None: ...
+
+    def log_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    train_seconds: float
+    epochs: int
+    train_images: int
+    steps: int
+    images_per_second: float
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+
+
+def train(
+    exp: Experiment,
+    dataset: PreparedDataset,
+    device: torch.device,
+    logger: TrainLogger | None = None,
+    progress: bool = True,
+    name: str = "train",
+) -> TrainResult:
+    torch.manual_seed(exp.seed)  # model initialisation
+    gen = torch.Generator(device=device).manual_seed(exp.seed)  # shuffling and augmentation
+    train_split = dataset.split("train")
+    data = DeviceSplit(train_split, device, seeded_subset(len(train_split), exp.train_subset,
+                                                          exp.seed))
+    model = build_model(exp.model, len(dataset.classes)).to(device)
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], exp.optimizer)
+
+    steps_per_epoch = data.num_batches(exp.batch_size)
+    step, history = 0, []
+    window_loss = torch.zeros((), device=device)  # loss summed since the last log point
+    window_steps = 0
+    started = time.perf_counter()
+    for epoch in range(1, exp.epochs + 1):
+        model.train()
+        epoch_start = time.perf_counter()
+        epoch_loss = torch.zeros((), device=device)
+        epoch_correct = torch.zeros((), device=device, dtype=torch.long)
+        bar = tqdm(total=steps_per_epoch, desc=f"{name} {epoch}/{exp.epochs}", unit="step",
+                   disable=not progress, leave=False, dynamic_ncols=True)
+        for images, labels in data.batches(exp.batch_size, gen):
+            x = normalize(augment_batch(images, exp.augment, gen), exp.normalize)
+            logits = model(x)
+            loss = F.cross_entropy(logits, labels, label_smoothing=exp.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+            step += 1
+            window_steps += 1
+            batch_loss = loss.detach()
+            window_loss += batch_loss
+            epoch_loss += batch_loss * len(labels)
+            epoch_correct += (logits.detach().argmax(1) == labels).sum()
+            bar.update()
+            if step % exp.log_every == 0:
+                mean_loss = _read_loss(window_loss / window_steps, step)
+                window_loss.zero_()
+                window_steps = 0
+                if logger:
+                    logger.log_step(step, mean_loss)
+                seen = bar.n * exp.batch_size
+                bar.set_postfix(loss=f"{mean_loss:.4f}",
+                                img_s=f"{seen / (time.perf_counter() - epoch_start):.0f}")
+        bar.close()
+        seconds = time.perf_counter() - epoch_start
+        row = {
+            "epoch": epoch,
+            "train_loss": _read_loss(epoch_loss / len(data), step),
+            "train_accuracy": epoch_correct.item() / len(data),
+            "epoch_seconds": seconds,
+            "images_per_second": len(data) / seconds,
+        }
+        history.append(row)
+        if logger:  # timings go to the run summary, not to plots
+            logger.log_epoch(epoch, step, {k: row[k] for k in ("train_loss", "train_accuracy")})
+        if progress:
+            tqdm.write(f"{name} epoch {epoch}/{exp.epochs}: loss {row['train_loss']:.4f}  "
+                       f"train acc {row['train_accuracy']:.4f}  {seconds:.1f}s  "
+                       f"{row['images_per_second']:.0f} img/s")
+    train_seconds = time.perf_counter() - started
+    return TrainResult(model.eval(), train_seconds, exp.epochs, len(data), step,
+                       len(data) * exp.epochs / train_seconds, history)
+
+
+def _read_loss(loss: torch.Tensor, step: int) -> float:
+    """Bring a loss to the host, failing fast when training has diverged."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise CnnlabError(f"loss became {value} by step {step}: training diverged "
+                          f"(try a lower learning rate)")
+    return value

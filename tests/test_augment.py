@@ -1,0 +1,70 @@
+"""Batched augmentation matches torchvision's per-image ops and is driven by the seed."""
+
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from cnnlab.augment import augment_batch, normalize, random_crop, random_hflip
+from cnnlab.config import Augment, Normalize
+
+
+def images(n=16, size=8):
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(1))
+
+
+def test_hflip_flips_about_half_and_each_image_is_either_flipped_or_not():
+    x = images(n=400)
+    out = random_hflip(x, torch.Generator().manual_seed(0))
+    flipped = (out == x.flip(3)).flatten(1).all(1)
+    kept = (out == x).flatten(1).all(1)
+    assert bool((flipped | kept).all())
+    assert 150 < int(flipped.sum()) < 250
+
+
+def test_crop_equals_torchvision_crop_of_the_padded_image():
+    x = images(n=32)
+    out = random_crop(x, 4, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    padded = TF.pad(x, [4])
+    for i in range(len(x)):
+        # Each output is some 8x8 window of its own padded image: find it and compare exactly.
+        matches = [(dy, dx) for dy in range(9) for dx in range(9)
+                   if torch.equal(TF.crop(padded[i], dy, dx, 8, 8), out[i])]
+        assert matches, f"image {i} is not a window of its padded self"
+
+
+def test_crop_offsets_differ_across_the_batch():
+    x = images(n=64)
+    out = random_crop(x, 4, torch.Generator().manual_seed(0))
+    same_as_centre = (out == x).flatten(1).all(1)
+    assert int(same_as_centre.sum()) < 16
+
+
+def test_same_seed_same_augmentation_different_seed_different():
+    cfg = Augment(hflip=True, crop_padding=4)
+    x = images(n=32)
+    a = augment_batch(x, cfg, torch.Generator().manual_seed(5))
+    b = augment_batch(x, cfg, torch.Generator().manual_seed(5))
+    c = augment_batch(x, cfg, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_no_augmentation_is_identity():
+    x = images()
+    assert torch.equal(augment_batch(x, Augment(), torch.Generator()), x)
+
+
+def test_normalize_matches_to_tensor_then_normalize():
+    x = images()
+    cfg = Normalize(mean=(0.5, 0.4, 0.3), std=(0.5, 0.2, 0.25))
+    expected = TF.normalize(x.float() / 255, list(cfg.mean), list(cfg.std))
+    torch.testing.assert_close(normalize(x, cfg), expected)
+    assert normalize(x, Normalize(mean=(0.5,) * 3, std=(0.5,) * 3)).min() >= -1.0
+
+
+@pytest.mark.parametrize("padding", [1, 4])
+def test_crop_keeps_pixels_from_the_image_or_zero_padding(padding):
+    x = torch.full((4, 3, 8, 8), 7, dtype=torch.uint8)
+    out = random_crop(x, padding, torch.Generator().manual_seed(0))
+    assert set(out.unique().tolist()) <= {0, 7}

@@ -1,0 +1,95 @@
+"""params.yaml is validated at load: every mistake names its key and, where there is a list,
+the valid choices."""
+
+import copy
+
+import pytest
+import yaml
+
+from cnnlab.config import Params, load_params, parse_params
+from cnnlab.schema import ParamsError
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    with open("params.yaml", encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def with_change(raw: dict, dotted: str, value) -> dict:
+    data = copy.deepcopy(raw)
+    *parents, last = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return data
+
+
+def test_project_params_load_with_every_study000_experiment():
+    params = load_params("params.yaml")
+    assert isinstance(params, Params)
+    assert {"ann", "cnn", "cnn_aug"} <= set(params.experiments)
+    cnn_aug = params.experiment("cnn_aug")
+    assert (cnn_aug.augment.hflip, cnn_aug.augment.crop_padding) == (True, 4)
+    assert params.experiment("cnn").optimizer.lr == pytest.approx(1e-3)
+    assert params.experiment("ann").normalize.mean == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "message"),
+    [
+        ("experiments.cnn.optimizr", {}, r"experiments\.cnn\.optimizr: unknown key \(valid keys: model, "),
+        ("experiments.cnn.model", "resnet9000", r"experiments\.cnn\.model: unknown name 'resnet9000' \(choose from: ann, cnn"),
+        ("experiments.cnn.optimizer.name", "adamx", r"experiments\.cnn\.optimizer\.name: unknown name 'adamx' \(choose from: adam, adamw, rmsprop, sgd\)"),
+        ("experiments.cnn.dataset", "mnist", r"experiments\.cnn\.dataset: unknown name 'mnist' \(choose from: cifar10"),
+        ("experiments.cnn.optimizer.lr", "0.001", r"experiments\.cnn\.optimizer\.lr: expected float, got str '0\.001'"),
+        ("experiments.cnn.epochs", 0, r"experiments\.cnn\.epochs: must be >= 1, got 0"),
+        ("experiments.cnn.batch_size", -4, r"experiments\.cnn\.batch_size: must be >= 1, got -4"),
+        ("experiments.cnn.epochs", 2.5, r"experiments\.cnn\.epochs: expected int, got float"),
+        ("experiments.cnn.epochs", True, r"experiments\.cnn\.epochs: expected int, got bool"),
+        ("experiments.cnn.augment.hflip", "yes", r"experiments\.cnn\.augment\.hflip: expected bool"),
+        ("experiments.cnn.normalize.mean", [0.5, 0.5], r"experiments\.cnn\.normalize\.mean: expected 3 values, got 2"),
+        ("experiments.cnn.normalize.std", [0.5, 0.0, 0.5], r"experiments\.cnn\.normalize: std must be > 0"),
+        ("experiments.cnn.device", "tpu", r"experiments\.cnn\.device: 'tpu' is not valid \(choose from: auto, cpu, cuda, mps\)"),
+        ("data.cifar10.md5", "xyz", r"data\.cifar10\.md5: 'xyz' does not match"),
+        ("profile.max_epochs", 0, r"profile\.max_epochs: must be >= 1"),
+        ("experiments.cnn.optimizer.lr", 0, r"experiments\.cnn\.optimizer\.lr: must be > 0"),
+    ],
+)
+def test_bad_params_fail_at_load_naming_the_key(raw, dotted, value, message):
+    with pytest.raises(ParamsError, match=message):
+        parse_params(with_change(raw, dotted, value))
+
+
+def test_missing_required_key_is_named(raw):
+    data = copy.deepcopy(raw)
+    del data["experiments"]["ann"]["epochs"]
+    with pytest.raises(ParamsError, match=r"experiments\.ann\.epochs: missing required key"):
+        parse_params(data)
+
+
+def test_unknown_experiment_lists_the_known_ones():
+    with pytest.raises(ParamsError, match=r"unknown experiment 'cnnn' \(choose from: ann, cnn, cnn_aug"):
+        load_params("params.yaml").experiment("cnnn")
+
+
+def test_experiment_names_must_be_safe_file_names(raw):
+    data = copy.deepcopy(raw)
+    data["experiments"]["../evil"] = data["experiments"]["cnn"]
+    with pytest.raises(ParamsError, match="may use only a-z"):
+        parse_params(data)
+
+
+def test_profile_caps_epochs_and_train_images(raw):
+    data = with_change(raw, "profile", {"max_epochs": 1, "max_train_images": 500})
+    exp = parse_params(data).experiment("cnn")
+    assert (exp.epochs, exp.train_subset) == (1, 500)
+
+
+def test_invalid_yaml_is_one_line(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("experiments: [unclosed\n")
+    with pytest.raises(ParamsError) as info:
+        load_params(bad)
+    assert "\n" not in str(info.value) and "not valid YAML" in str(info.value)
