@@ -14,7 +14,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def test_confusion_and_loss_figures_are_pngs(tmp_path):
     confusion_figure(np.array([[5, 1], [2, 7]]), ["cat", "dog"], tmp_path / "cm.png", "cm")
     loss_figure([100, 200, 300], [2.3, 1.9, 1.5], tmp_path / "loss.png", "loss", every=100)
-    for name in ("cm.png", "loss.png"):
+    loss_figure([], [], tmp_path / "empty.png", "short run", every=100)  # still a figure
+    for name in ("cm.png", "loss.png", "empty.png"):
         data = (tmp_path / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 2000
 

@@ -43,6 +43,9 @@ def loss_figure(steps: Sequence[int], losses: Sequence[float], path: str | Path,
     """Training loss against the global step, one point per `every` steps."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, losses, marker=".", linewidth=1)
+    if not steps:  # a short run (quick profile, tiny subset) never reached a logging point
+        ax.text(0.5, 0.5, f"no loss recorded: the run had fewer than {every} steps",
+                ha="center", va="center", transform=ax.transAxes)
     ax.set(xlabel="step", ylabel=f"mean loss over {every} steps", title=title)
     ax.grid(alpha=0.3)
     _save(fig, path)

@@ -111,9 +111,8 @@ def _write_eval_outputs(name, log_every, classes, labels, probs) -> None:
             writer.writeheader()
             writer.writerows(rows)
         confusion_figure(matrix, classes, out / "confusion_matrix.png", f"{name}: confusion matrix")
-        if loss_tsv.is_file():
-            steps, losses = _read_series(loss_tsv, "loss")
-            loss_figure(steps, losses, out / "loss.png", f"{name}: training loss", log_every)
+        steps, losses = _read_series(loss_tsv, "loss") if loss_tsv.is_file() else ([], [])
+        loss_figure(steps, losses, out / "loss.png", f"{name}: training loss", log_every)
 
 
 def _read_series(tsv, column):
