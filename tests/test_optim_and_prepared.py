@@ -1,0 +1,87 @@
+"""Optimizers are built by name with their hyperparameters; prepared datasets load or say why not."""
+
+import json
+from importlib import metadata
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.config import OptimizerConfig
+from cnnlab.data.prepared import PreparedDataset, Split, load_prepared, save_prepared
+from cnnlab.errors import CnnlabError
+from cnnlab.optim import OPTIMIZERS, build_optimizer
+from cnnlab.runinfo import run_info
+
+
+@pytest.mark.parametrize(
+    ("cfg", "cls", "expected"),
+    [
+        (OptimizerConfig("adam", 1e-3, betas=(0.9, 0.99)), torch.optim.Adam,
+         {"lr": 1e-3, "betas": (0.9, 0.99), "eps": 1e-8}),
+        (OptimizerConfig("adamw", 2e-3, weight_decay=0.05), torch.optim.AdamW,
+         {"lr": 2e-3, "weight_decay": 0.05}),
+        (OptimizerConfig("sgd", 0.1, momentum=0.9, nesterov=True), torch.optim.SGD,
+         {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+        (OptimizerConfig("rmsprop", 1e-3, alpha=0.9, eps=1e-7), torch.optim.RMSprop,
+         {"lr": 1e-3, "alpha": 0.9, "eps": 1e-7}),
+    ],
+)
+def test_each_optimizer_gets_its_hyperparameters(cfg, cls, expected):
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))], cfg)
+    assert type(opt) is cls
+    group = opt.param_groups[0]
+    assert {k: group[k] for k in expected} == expected
+
+
+def test_registry_and_errors():
+    assert set(OPTIMIZERS) == {"adam", "adamw", "sgd", "rmsprop"}
+    with pytest.raises(CnnlabError, match="unknown optimizer 'lion'"):
+        build_optimizer([], OptimizerConfig("lion", 1e-3))
+    with pytest.raises(CnnlabError, match="nesterov needs momentum > 0"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))],
+                        OptimizerConfig("sgd", 0.1, nesterov=True))
+
+
+def tiny_dataset():
+    images = np.zeros((4, 2, 2, 3), np.uint8)
+    images[1, 0, 1, 2] = 9
+    return PreparedDataset("toy", ("a", "b"), {"train": Split(images, np.array([0, 1, 1, 0])),
+                                               "test": Split(images[:2], np.array([1, 0]))},
+                           {"archive": "x.tar.gz"})
+
+
+def test_prepared_round_trip_and_meta(tmp_path):
+    save_prepared(tiny_dataset(), tmp_path / "toy")
+    loaded = load_prepared(tmp_path / "toy")
+    assert loaded.classes == ("a", "b") and loaded.split("train").images[1, 0, 1, 2] == 9
+    meta = json.loads((tmp_path / "toy" / "meta.json").read_text())
+    assert meta["splits"] == {"train": 4, "test": 2}
+    assert meta["class_counts"] == {"train": [2, 2], "test": [1, 1]}
+    with pytest.raises(CnnlabError, match="has no split 'val' \\(it has: train, test\\)"):
+        loaded.split("val")
+
+
+def test_missing_or_damaged_prepared_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(CnnlabError, match=r"prepared dataset not found at .*nothing \(run its prepare stage"):
+        load_prepared(tmp_path / "nothing")
+    save_prepared(tiny_dataset(), tmp_path / "toy")
+    (tmp_path / "toy" / "test_labels.npy").write_bytes(b"garbage")
+    with pytest.raises(CnnlabError, match="is damaged \\(test\\)"):
+        load_prepared(tmp_path / "toy")
+
+
+def test_labels_out_of_range_are_refused(tmp_path):
+    bad = PreparedDataset("toy", ("a",), {"train": Split(np.zeros((1, 2, 2, 3), np.uint8),
+                                                         np.array([3]))})
+    with pytest.raises(CnnlabError, match="labels outside 0..0"):
+        save_prepared(bad, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_run_info_records_revision_versions_and_device():
+    info = run_info("cpu (2 threads)")
+    assert info["device"] == "cpu (2 threads)"
+    assert info["torch_version"] == metadata.version("torch")
+    assert info["dvc_version"] == metadata.version("dvc")
+    assert len(info["git_rev"]) in (40, len("unknown"))
