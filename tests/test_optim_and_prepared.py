@@ -1,4 +1,4 @@
-"""Optimizers are built by name with their hyperparameters; prepared datasets load or say why not."""
+"""Optimizers are built by name with their settings; prepared datasets load or say why not."""
 
 import json
 from importlib import metadata
@@ -63,7 +63,8 @@ def test_prepared_round_trip_and_meta(tmp_path):
 
 
 def test_missing_or_damaged_prepared_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(CnnlabError, match=r"prepared dataset not found at .*nothing \(run its prepare stage"):
+    missing = r"prepared dataset not found at .*nothing \(run its prepare stage"
+    with pytest.raises(CnnlabError, match=missing):
         load_prepared(tmp_path / "nothing")
     save_prepared(tiny_dataset(), tmp_path / "toy")
     (tmp_path / "toy" / "test_labels.npy").write_bytes(b"garbage")
