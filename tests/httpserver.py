@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -49,10 +50,15 @@ class LocalServer:
       cut(path, times, keep)      -> full Content-Length, only `keep` bytes, then close
     `count(path)` is how many requests reached `path`; `requests[path]` holds their headers.
     Range requests of the form "bytes=N-" get a 206 unless `ranges=False`.
+    `delay` (seconds) is slept before every answer, to stand in for a distant host.
     """
 
     def __init__(
-        self, files: Mapping[str, bytes] | str | Path | None = None, *, ranges: bool = True
+        self,
+        files: Mapping[str, bytes] | str | Path | None = None,
+        *,
+        ranges: bool = True,
+        delay: float = 0.0,
     ) -> None:
         self.root: Path | None = None
         self.files: dict[str, bytes] = {}
@@ -61,6 +67,7 @@ class LocalServer:
         elif files:
             self.files = {_norm(k): bytes(v) for k, v in files.items()}
         self.ranges = ranges
+        self.delay = delay
         self.requests: dict[str, list[dict[str, str]]] = {}
         self._missing: set[str] = set()
         self._fail: dict[str, tuple[int, int]] = {}  # path -> (times left, status)
@@ -163,6 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = _norm(urllib.parse.unquote(urllib.parse.urlsplit(self.path).path))
         action, detail = self.owner._record(path, dict(self.headers.items()))
+        if self.owner.delay:
+            time.sleep(self.owner.delay)
         body = self.owner._content(path)
         if action == "404" or body is None:
             return self._plain(404, b"not found\n")

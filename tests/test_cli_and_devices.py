@@ -26,7 +26,8 @@ def test_a_stage_script_with_an_unknown_experiment_fails_cleanly():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown experiment 'no_such_exp' (choose from: ann, cnn, cnn_aug)"]
+        "error: unknown experiment 'no_such_exp' (choose from: ann, cnn, cnn_aug, "
+        "hw4net1, hw4net2, hw4net3)"]
 
 
 def test_auto_and_cpu_resolve():

@@ -10,6 +10,9 @@ from cnnlab.models import MODELS, build_model, count_params
 EXPECTED = {
     "ann": (3_411_722, (3, 32, 32), 10),
     "cnn": (2_122_186, (3, 32, 32), 10),
+    "hw4net1": (406_885, (3, 64, 64), 5),
+    "hw4net2": (529_765, (3, 64, 64), 5),
+    "hw4net3": (622_245, (3, 64, 64), 5),
 }
 
 
@@ -33,3 +36,11 @@ def test_forward_backward_and_parameter_count(name):
 def test_unknown_model_lists_choices():
     with pytest.raises(CnnlabError, match=r"unknown model 'vgg99' \(choose from: ann, cnn"):
         build_model("vgg99", 10)
+
+
+def test_hw4net3_extra_convs_are_distinct_layers():
+    """The study reused one conv ten times; here each extra conv has its own weights."""
+    model = build_model("hw4net3", 5)
+    extra = [model.get_submodule(f"conv{i}") for i in range(3, 13)]
+    assert len({id(m) for m in extra}) == 10
+    assert len({m.weight.data_ptr() for m in extra}) == 10

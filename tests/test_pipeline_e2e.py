@@ -6,34 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 from cifar_archives import write_binary_archive
+from dvc_project import dvc, edit_params, make_project, ran_stages, run
 from httpserver import LocalServer
 
-PROJECT = Path(__file__).resolve().parents[1]
 STUDY000 = ("ann", "cnn", "cnn_aug")
+# The COCO stages are exercised in test_coco_e2e.py; these tests stay on the CIFAR-10 branch.
+STUDY000_TARGETS = [f"evaluate@{exp}" for exp in STUDY000]
 pytestmark = pytest.mark.e2e
-
-
-def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def edit_params(root: Path, change) -> None:
-    path = root / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    change(params)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
@@ -45,50 +27,21 @@ def server(tmp_path_factory):
         yield srv
 
 
-def make_project(root: Path, server: LocalServer) -> dict:
-    """A git + DVC repository holding this project's pipeline, pointed at the local server."""
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
-        shutil.copy(PROJECT / name, root / name)
-    for folder in ("stages", "src"):
-        shutil.copytree(PROJECT / folder, root / folder,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    env = {**os.environ, "PYTHONPATH": str(root / "src"), "DVC_NO_ANALYTICS": "1",
-           # `python` in dvc.yaml must be this interpreter, with cnnlab's dependencies.
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    dvc = [sys.executable, "-m", "dvc"]
-    run(["git", "init", "-q"], root, env)
-    run(dvc + ["init", "-q"], root, env)
-    run(dvc + ["config", "core.analytics", "false"], root, env)
-
-    def tiny(params):
+def tiny_cifar(server: LocalServer):
+    def change(params):
         params["data"]["cifar10"] = {"url": server.url("cifar-10-binary.tar.gz"), "md5": server.md5}
         for name, exp in params["experiments"].items():
             # ann keeps log_every 100: a run shorter than one logging interval must work too.
             exp.update(epochs=1, batch_size=32, log_every=100 if name == "ann" else 2)
-
-    edit_params(root, tiny)
-    run(["git", "add", "-A"], root, env)
-    run(["git", "commit", "-qm", "pipeline"], root, env)
-    env["DVC"] = " ".join(dvc)
-    return env
-
-
-def dvc(env: dict, *args: str) -> list[str]:
-    return env["DVC"].split() + list(args)
+    return change
 
 
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory, server):
     root = tmp_path_factory.mktemp("project")
-    env = make_project(root, server)
-    result = run(dvc(env, "repro"), root, env)
+    env = make_project(root, tiny_cifar(server))
+    result = dvc(root, env, "repro", *STUDY000_TARGETS)
     return root, env, result
-
-
-def ran_stages(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
 def test_repro_runs_every_stage_and_writes_the_contracts(reproduced, server):
@@ -122,7 +75,7 @@ def test_repro_runs_every_stage_and_writes_the_contracts(reproduced, server):
 
 def test_plots_show_draws_the_confusion_matrix_and_loss(reproduced, tmp_path):
     root, env, _ = reproduced
-    run(dvc(env, "plots", "show", "-o", str(tmp_path / "plots")), root, env)
+    dvc(root, env, "plots", "show", "-o", str(tmp_path / "plots"))
     page = (tmp_path / "plots" / "index.html").read_text()
     for exp in STUDY000:
         assert f"#metrics_{exp}_eval_predictions_csv" in page  # the confusion matrix
@@ -135,21 +88,22 @@ def test_exp_run_reruns_only_the_changed_experiment_and_metrics_diff_shows_it(re
     root, env, _ = reproduced
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "baseline results"], root, env)
-    result = run(dvc(env, "exp", "run", "-S", "experiments.cnn.optimizer.lr=0.01"), root, env)
+    result = dvc(root, env, "exp", "run", "-S", "experiments.cnn.optimizer.lr=0.01",
+                 *STUDY000_TARGETS)
     assert ran_stages(result.stdout) == {"train@cnn", "evaluate@cnn"}
 
-    diff = json.loads(run(dvc(env, "metrics", "diff", "--json"), root, env).stdout)
+    diff = json.loads(dvc(root, env, "metrics", "diff", "--json").stdout)
     assert set(diff) == {"metrics/cnn.json", "metrics/cnn/train/metrics.json"}
     assert diff["metrics/cnn/train/metrics.json"]["train_loss"]["diff"] != 0
     assert "params" not in diff["metrics/cnn.json"]  # same model, other optimizer settings
-    shown = run(dvc(env, "exp", "show", "--csv"), root, env).stdout
+    shown = dvc(root, env, "exp", "show", "--csv").stdout
     assert "experiments.cnn.optimizer.lr" in shown
 
 
 def test_bad_md5_fails_the_stage_in_one_line_and_leaves_nothing(tmp_path, server):
-    env = make_project(tmp_path, server)
+    env = make_project(tmp_path, tiny_cifar(server))
     edit_params(tmp_path, lambda p: p["data"]["cifar10"].update(md5="0" * 32))
-    result = run(dvc(env, "repro", "download_cifar10"), tmp_path, env, check=False)
+    result = dvc(tmp_path, env, "repro", "download_cifar10", check=False)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: md5 mismatch")]
     assert len(errors) == 1 and server.md5 in errors[0]

@@ -71,3 +71,21 @@ def test_diverging_loss_fails_fast_naming_the_step():
     exp = experiment(optimizer=OptimizerConfig(name="sgd", lr=1e30), log_every=1)
     with pytest.raises(CnnlabError, match=r"loss became (nan|inf) by step \d+: training diverged"):
         train(exp, separable_dataset(), torch.device("cpu"), progress=False)
+
+
+def test_grad_norms_are_logged_per_layer_at_each_loss_record():
+    class Logger(RecordingLogger):
+        def __init__(self):
+            super().__init__()
+            self.norms = []
+
+        def log_grad_norms(self, step, norms):
+            self.norms.append((step, norms))
+
+    logger = Logger()
+    train(experiment(epochs=1, log_grad_norms=True), separable_dataset(), torch.device("cpu"),
+          logger, progress=False)
+    assert [s for s, _ in logger.norms] == [3, 6]
+    layers = list(logger.norms[0][1])
+    assert layers == ["0", "3", "7", "9"]  # cnn's convs and linears, by Sequential index
+    assert all(v > 0 for _, norms in logger.norms for v in norms.values())

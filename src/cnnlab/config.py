@@ -47,8 +47,36 @@ class DownloadSource:
 
 
 @dataclass(frozen=True)
+class Coco5Config:
+    """The COCO 5-class 64x64 dataset of study 002, selected with pycocotools (EXPERIMENTS.md)."""
+
+    annotations: DownloadSource  # annotations_trainval2017.zip (or a local copy)
+    classes: tuple[str, ...]  # COCO category names, in label order
+    train_per_class: int = field(metadata={"min": 1})
+    val_per_class: int = field(metadata={"min": 1})
+    source_split: Literal["train2017", "val2017"] = "train2017"
+    image_size: int = field(default=64, metadata={"min": 8})
+    seed: int = field(default=0, metadata={"min": 0})
+    # Keep only images holding exactly one of the classes: the study's own fix for label noise.
+    exclusive: bool = False
+    # When a class has too few images: false fails naming it; true takes what there is.
+    allow_shortfall: bool = False
+    # null: fetch each record's coco_url. An http(s)/file URL replaces the coco_url's
+    # "http://images.cocodataset.org/" base; a local folder must hold <source_split>/<file_name>.
+    image_source: str | None = None
+    workers: int = field(default=16, metadata={"min": 1})  # concurrent fetches
+    retries: int = field(default=4, metadata={"min": 0})  # per image, with backoff
+
+    def __post_init__(self) -> None:
+        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+            raise ParamsError(f"classes must be at least two distinct names, got "
+                              f"{list(self.classes)}")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     cifar10: DownloadSource
+    coco5: Coco5Config
 
 
 @dataclass(frozen=True)
@@ -96,6 +124,8 @@ class Experiment:
     label_smoothing: float = field(default=0.0, metadata={"min": 0, "max": 1})
     train_subset: int | None = field(default=None, metadata={"min": 1})  # seeded, images
     eval_split: str = "test"
+    eval_train: bool = False  # also score the training split (the study-002 table shows both)
+    log_grad_norms: bool = False  # per-layer gradient norms at every loss record
     log_every: int = field(default=100, metadata={"min": 1})  # steps between loss records
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 

@@ -49,3 +49,29 @@ def loss_figure(steps: Sequence[int], losses: Sequence[float], path: str | Path,
     ax.set(xlabel="step", ylabel=f"mean loss over {every} steps", title=title)
     ax.grid(alpha=0.3)
     _save(fig, path)
+
+
+def loss_curves_figure(series: dict[str, tuple[Sequence[int], Sequence[float]]],
+                       path: str | Path, title: str, every: int) -> None:
+    """Several runs' training losses on one set of axes."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, (steps, losses) in series.items():
+        ax.plot(steps, losses, linewidth=1.2, label=name)
+    ax.set(xlabel="step", ylabel=f"mean loss over {every} steps", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
+def grad_norms_figure(norms: dict[str, dict[str, float]], path: str | Path, title: str) -> None:
+    """Mean gradient norm per layer, input side first, one line per run (log scale)."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, per_layer in norms.items():
+        if per_layer:
+            ax.plot(list(per_layer), list(per_layer.values()), marker="o", label=name)
+    ax.set(yscale="log", xlabel="layer (input side first)",
+           ylabel="mean weight-gradient L2 norm", title=title)
+    ax.tick_params(axis="x", rotation=45)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    _save(fig, path)

@@ -29,3 +29,26 @@ def metrics_file(experiment: str) -> Path:
 
 def eval_dir(experiment: str) -> Path:
     return METRICS / experiment / "eval"
+
+
+def coco_instances() -> Path:
+    return DATA / "raw" / "coco_instances.json"
+
+
+def coco_image_cache() -> Path:
+    # Not a DVC output on purpose: it survives re-runs, so an interrupted build resumes.
+    return DATA / "raw" / "coco_images"
+
+
+def coco_browse_dir() -> Path:
+    return DATA / "coco5"
+
+
+def comparison_dir(name: str) -> Path:
+    # A hyphen cannot occur in an experiment name, so this never collides with metrics/<exp>/.
+    return METRICS / f"compare-{name}"
+
+
+def loss_series(experiment: str) -> Path:
+    """dvclive's series of the mean training loss every log_every steps."""
+    return train_log_dir(experiment) / "plots" / "metrics" / "loss.tsv"

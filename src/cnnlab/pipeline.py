@@ -9,15 +9,17 @@ import torch
 
 from cnnlab import paths
 from cnnlab.atomic import atomic_dir, atomic_path, write_text
+from cnnlab.compare import comparison_rows, grad_norm_means, read_series, to_csv, to_markdown
 from cnnlab.config import Params
 from cnnlab.data.cifar10 import prepare_cifar10
+from cnnlab.data.coco_annotations import extract_member
 from cnnlab.data.loader import DeviceSplit
 from cnnlab.data.prepared import load_prepared
 from cnnlab.devices import describe_device, resolve_device
 from cnnlab.download import download
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import predict, predictions_table
-from cnnlab.figures import confusion_figure, loss_figure
+from cnnlab.figures import confusion_figure, grad_norms_figure, loss_curves_figure, loss_figure
 from cnnlab.metrics import classification_metrics
 from cnnlab.models import build_model, count_params
 from cnnlab.runinfo import run_info
@@ -28,6 +30,26 @@ from cnnlab.training import train
 def download_cifar10(params: Params) -> None:
     source = params.data.cifar10
     download(source.url, paths.raw_archive("cifar10"), source.md5, desc="cifar10")
+
+
+def download_coco(params: Params) -> None:
+    cfg = params.data.coco5
+    archive = paths.raw_archive("coco_annotations")
+    download(cfg.annotations.url, archive, cfg.annotations.md5, desc="coco annotations")
+    extract_member(archive, f"annotations/instances_{cfg.source_split}.json",
+                   paths.coco_instances())
+
+
+def build_coco5_stage(params: Params) -> None:
+    from cnnlab.data.coco_build import build_coco5  # only this stage needs pycocotools
+
+    instances = paths.coco_instances()
+    if not instances.is_file():
+        raise CnnlabError(f"{instances} not found (run `dvc repro download_coco` first)")
+    dataset = build_coco5(params.data.coco5, instances, paths.prepared_dir("coco5"),
+                          paths.coco_browse_dir(), paths.coco_image_cache())
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.splits.items())
+    print(f"built coco5: {sizes} images, classes {', '.join(dataset.classes)}")
 
 
 def prepare_cifar10_stage(params: Params) -> None:
@@ -79,6 +101,10 @@ def evaluate_experiment(params: Params, name: str) -> None:
     train_summary = json.loads(train_summary_file.read_text(encoding="utf-8"))
 
     record = classification_metrics(split.labels, predicted, dataset.classes)
+    if exp.eval_train:
+        train_split = dataset.split("train")
+        train_probs = predict(model, DeviceSplit(train_split, device), exp.normalize)
+        record["train_accuracy"] = float((train_probs.argmax(1) == train_split.labels).mean())
     record.update(
         params=count_params(model),
         trainable_params=count_params(model, trainable_only=True),
@@ -104,18 +130,31 @@ def _write_eval_outputs(name, log_every, classes, labels, probs) -> None:
 
     rows = predictions_table(probs, labels, classes)
     matrix = confusion_matrix(labels, probs.argmax(1), labels=range(len(classes)))
-    loss_tsv = paths.train_log_dir(name) / "plots" / "metrics" / "loss.tsv"
     with atomic_dir(paths.eval_dir(name)) as out:
         with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
         confusion_figure(matrix, classes, out / "confusion_matrix.png", f"{name}: confusion matrix")
-        steps, losses = _read_series(loss_tsv, "loss") if loss_tsv.is_file() else ([], [])
+        steps, losses = read_series(paths.loss_series(name), "loss")
         loss_figure(steps, losses, out / "loss.png", f"{name}: training loss", log_every)
 
 
-def _read_series(tsv, column):
-    with open(tsv, encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return [int(r["step"]) for r in rows], [float(r[column]) for r in rows]
+def compare_experiments(params: Params, name: str, experiments: list[str]) -> None:
+    """Tables (Markdown, CSV) and overlay figures for a group of finished experiments."""
+    for exp in experiments:
+        params.experiment(exp)  # an unknown name fails here, listing the known ones
+        if not paths.metrics_file(exp).is_file():
+            raise CnnlabError(f"{paths.metrics_file(exp)} not found "
+                              f"(run `dvc repro evaluate@{exp}` first)")
+    rows = comparison_rows(experiments)
+    every = params.experiment(experiments[0]).log_every
+    with atomic_dir(paths.comparison_dir(name)) as out:
+        (out / "table.md").write_text(to_markdown(rows), encoding="utf-8")
+        (out / "table.csv").write_text(to_csv(rows), encoding="utf-8")
+        losses = {exp: read_series(paths.loss_series(exp), "loss") for exp in experiments}
+        loss_curves_figure(losses, out / "loss_curves.png", f"{name}: training loss", every)
+        norms = {exp: grad_norm_means(exp) for exp in experiments}
+        if any(norms.values()):
+            grad_norms_figure(norms, out / "grad_norms.png", f"{name}: gradient norm per layer")
+    print(to_markdown(rows))

@@ -1,8 +1,9 @@
 """Training logs through dvclive, written where DVC expects them and only when training finished.
 
-Two series share one dvclive directory: `loss` every `log_every` steps (x = global step), and
-`epoch/*` once per epoch (x = epoch). dvclive writes into a temporary directory that replaces the
-final one at the end, so a killed run never leaves half a log under the name DVC tracks.
+The series share one dvclive directory: `loss` every `log_every` steps (x = global step),
+`grad_norm/<layer>` at the same points when asked for, and `epoch/*` once per epoch (x = epoch).
+dvclive writes into a temporary directory that replaces the final one at the end, so a killed run
+never leaves half a log under the name DVC tracks.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ class DvcLiveLogger:
     def log_step(self, step: int, loss: float) -> None:
         self.live.step = step
         self.live.log_metric("loss", loss)
+
+    def log_grad_norms(self, step: int, norms: dict[str, float]) -> None:
+        self.live.step = step
+        for layer, value in norms.items():
+            self.live.log_metric(f"grad_norm/{layer}", value)
 
     def log_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
         self.live.step = epoch

@@ -34,6 +34,8 @@ class TrainLogger(Protocol):
 
     def log_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None: ...
 
+    def log_grad_norms(self, step: int, norms: dict[str, float]) -> None: ...
+
 
 @dataclass
 class TrainResult:
@@ -95,6 +97,8 @@ def train(
                 window_steps = 0
                 if logger:
                     logger.log_step(step, mean_loss)
+                    if exp.log_grad_norms:
+                        logger.log_grad_norms(step, layer_grad_norms(model))
                 seen = bar.n * exp.batch_size
                 bar.set_postfix(loss=f"{mean_loss:.4f}",
                                 img_s=f"{seen / (time.perf_counter() - epoch_start):.0f}")
@@ -117,6 +121,14 @@ def train(
     train_seconds = time.perf_counter() - started
     return TrainResult(model.eval(), train_seconds, exp.epochs, len(data), step,
                        len(data) * exp.epochs / train_seconds, history)
+
+
+def layer_grad_norms(model: nn.Module) -> dict[str, float]:
+    """L2 norm of each layer's weight gradient, keyed by layer name (conv1, fc2, ...)."""
+    named = [(name.removesuffix(".weight"), p.grad) for name, p in model.named_parameters()
+             if name.endswith("weight") and p.grad is not None]
+    norms = torch.stack([g.detach().norm() for _, g in named]).tolist()  # one host sync
+    return {name: norm for (name, _), norm in zip(named, norms, strict=True)}
 
 
 def _read_loss(loss: torch.Tensor, step: int) -> float:
