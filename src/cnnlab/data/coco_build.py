@@ -121,7 +121,6 @@ def build_coco5(
     used = {image_id for ids in selection.picked for image_id in ids}
     spares = [list(reversed(s)) for s in selection.spares]  # pop() takes the next one
     tried = bad = 0
-    last_bad = ""
     unusable: list[dict] = []
 
     with tqdm(total=len(jobs), desc="coco5 images", unit="img", disable=not progress) as bar:
@@ -129,39 +128,44 @@ def build_coco5(
         try:
             while jobs:
                 results = _run_wave(pool, jobs, locate.load, bar)
+                pairs = list(zip(jobs, results, strict=True))
+                failed = [(job, r) for job, r in pairs if isinstance(r, _BadImage)]
                 tried += len(jobs)
-                next_jobs = []
-                # jobs are in (class, position) order, so replacements do not depend on timing
-                for job, result in zip(jobs, results, strict=True):
+                bad += len(failed)
+                if failed and bad >= MIN_BAD_TO_STOP and bad > MAX_BAD_FRACTION * tried:
+                    job, reason = failed[0]
+                    raise CnnlabError(
+                        f"{bad} of {tried} COCO images could not be used (e.g. image "
+                        f"{job.image_id}: {reason}); the image source looks wrong, not the "
+                        f"images: check data.coco5.image_source")
+                for job, result in pairs:
                     if isinstance(result, _Image):
                         slots[job.label][job.position] = (result, job)
-                        continue
-                    bad += 1
-                    last_bad = f"{job.image_id}: {result}"
+                next_jobs = []
+                # jobs are in (class, position) order, so replacements do not depend on timing
+                for job, reason in failed:
                     name = cfg.classes[job.label]
                     unusable.append({"image_id": job.image_id, "class": name})
                     spare = _next_spare(spares[job.label], used)
-                    _say(f"coco5: image {job.image_id} ({name}) unusable: {result}; "
+                    _say(f"coco5: image {job.image_id} ({name}) unusable: {reason}; "
                          + (f"replaced by {spare}" if spare is not None else "no spare left"),
                          progress)
-                    if spare is None:
-                        if not cfg.allow_shortfall:
-                            raise CnnlabError(
-                                f"class {name!r}: no spare image left to replace unusable image "
-                                f"{job.image_id} ({result}); set data.coco5.allow_shortfall: "
-                                f"true to take what there is")
-                        continue
-                    next_jobs.append(_Job(job.label, job.position, spare, job.image_id))
-                if bad >= MIN_BAD_TO_STOP and bad > MAX_BAD_FRACTION * tried:
-                    raise CnnlabError(
-                        f"{bad} of {tried} COCO images could not be used (last: image {last_bad}); "
-                        f"the image source looks wrong, not the images: check "
-                        f"data.coco5.image_source")
+                    if spare is not None:
+                        next_jobs.append(_Job(job.label, job.position, spare, job.image_id))
+                    elif not cfg.allow_shortfall:
+                        raise CnnlabError(
+                            f"class {name!r}: no spare image left to replace unusable image "
+                            f"{job.image_id} ({reason}); set data.coco5.allow_shortfall: true "
+                            f"to take what there is")
                 bar.total += len(next_jobs)
                 bar.refresh()
                 jobs = next_jobs
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:
+            # Do not wait for fetches in flight (up to retries x timeout on a stuck host): they
+            # can only finish writing whole files into the cache.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
     dataset, rows = _assemble(cfg, selection, slots, annotations_json, unusable)
     with atomic_dir(browse_dir) as tmp:
@@ -365,8 +369,11 @@ def _write_browse(root: Path, dataset: PreparedDataset, rows: list[dict]) -> Non
     for row in rows:
         folder = root / row["split"] / row["class"]
         folder.mkdir(parents=True, exist_ok=True)
+        # 4:4:4: at 64x64, the default 4:2:0 chroma subsampling would visibly smear colour.
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(row["_pixels"], cv2.COLOR_RGB2BGR),
-                                [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                                [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY,
+                                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
         if not ok:
             raise CnnlabError(f"could not encode image {row['image_id']} as JPEG")
         (folder / f"{row['image_id']}.jpg").write_bytes(data.tobytes())
