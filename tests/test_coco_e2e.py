@@ -75,6 +75,8 @@ def test_repro_builds_coco5_trains_evaluates_and_compares(reproduced):
         metrics = json.loads((root / f"metrics/{net}.json").read_text())
         assert metrics["split"] == "val" and metrics["dataset"] == "coco5"
         assert metrics["params"] == PARAMS[net] and "train_accuracy" in metrics
+        report = (root / f"metrics/{net}/eval/classification_report.md").read_text()
+        assert "| dog |" in report and "| macro avg |" in report
         norms = root / f"metrics/{net}/train/plots/metrics/grad_norm"
         assert {"conv1.tsv", "conv2.tsv", "fc1.tsv", "fc2.tsv"} <= {p.name for p in
                                                                    norms.iterdir()}

@@ -71,6 +71,8 @@ def test_repro_runs_every_stage_and_writes_the_contracts(reproduced, server):
         predictions = (root / f"metrics/{exp}/eval/predictions.csv").read_text().splitlines()
         assert predictions[0] == "index,actual,predicted,confidence" and len(predictions) == 41
         assert (root / f"metrics/{exp}/eval/confusion_matrix.png").stat().st_size > 1000
+        report = (root / f"metrics/{exp}/eval/classification_report.csv").read_text().splitlines()
+        assert report[0] == "class,precision,recall,f1,support" and len(report) == 1 + 10 + 2
 
 
 def test_plots_show_draws_the_confusion_matrix_and_loss(reproduced, tmp_path):

@@ -26,3 +26,24 @@ def classification_metrics(
         "f1_macro": float(f1),
         "per_class": {name: float(acc) for name, acc in zip(classes, per_class, strict=True)},
     }
+
+
+def classification_report_rows(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]
+) -> list[dict[str, object]]:
+    """Per-class precision, recall, F1 and support, then the macro and weighted averages."""
+    labels = np.arange(len(classes))
+    rows = []
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    for i, name in enumerate(classes):
+        rows.append({"class": name, "precision": float(precision[i]), "recall": float(recall[i]),
+                     "f1": float(f1[i]), "support": int(support[i])})
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=average, zero_division=0
+        )
+        rows.append({"class": f"{average} avg", "precision": float(p), "recall": float(r),
+                     "f1": float(f), "support": int(support.sum())})
+    return rows

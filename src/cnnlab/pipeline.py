@@ -20,7 +20,7 @@ from cnnlab.download import download
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import predict, predictions_table
 from cnnlab.figures import confusion_figure, grad_norms_figure, loss_curves_figure, loss_figure
-from cnnlab.metrics import classification_metrics
+from cnnlab.metrics import classification_metrics, classification_report_rows
 from cnnlab.models import build_model, count_params
 from cnnlab.runinfo import run_info
 from cnnlab.tracking import training_log
@@ -129,15 +129,23 @@ def _write_eval_outputs(name, log_every, classes, labels, probs) -> None:
     from sklearn.metrics import confusion_matrix
 
     rows = predictions_table(probs, labels, classes)
+    report = classification_report_rows(labels, probs.argmax(1), classes)
     matrix = confusion_matrix(labels, probs.argmax(1), labels=range(len(classes)))
     with atomic_dir(paths.eval_dir(name)) as out:
         with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+        (out / "classification_report.csv").write_text(to_csv(report), encoding="utf-8")
+        (out / "classification_report.md").write_text(to_markdown(_rounded(report)),
+                                                      encoding="utf-8")
         confusion_figure(matrix, classes, out / "confusion_matrix.png", f"{name}: confusion matrix")
         steps, losses = read_series(paths.loss_series(name), "loss")
         loss_figure(steps, losses, out / "loss.png", f"{name}: training loss", log_every)
+
+
+def _rounded(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
 
 
 def compare_experiments(params: Params, name: str, experiments: list[str]) -> None:
