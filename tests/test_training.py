@@ -31,10 +31,11 @@ def experiment(**changes) -> Experiment:
 
 class RecordingLogger:
     def __init__(self):
-        self.steps, self.epochs = [], []
+        self.steps, self.epochs, self.lrs = [], [], []
 
-    def log_step(self, step, loss):
+    def log_step(self, step, loss, lr):
         self.steps.append((step, loss))
+        self.lrs.append(lr)
 
     def log_epoch(self, epoch, step, metrics):
         self.epochs.append((epoch, step, metrics))
@@ -45,6 +46,7 @@ def test_trains_logs_and_learns():
     result = train(experiment(), separable_dataset(), torch.device("cpu"), logger, progress=False)
     assert result.steps == 2 * 8 and result.train_images == 256
     assert [s for s, _ in logger.steps] == [3, 6, 9, 12, 15]
+    assert logger.lrs == [1e-3] * 5  # no scheduler: the lr stays put
     assert [e for e, _, _ in logger.epochs] == [1, 2]
     assert set(logger.epochs[0][2]) == {"train_loss", "train_accuracy"}
     assert result.history[-1]["train_accuracy"] > 0.9

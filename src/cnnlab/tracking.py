@@ -1,6 +1,6 @@
 """Training logs through dvclive, written where DVC expects them and only when training finished.
 
-The series share one dvclive directory: `loss` every `log_every` steps (x = global step),
+The series share one dvclive directory: `loss` and `lr` every `log_every` steps (x = global step),
 `grad_norm/<layer>` at the same points when asked for, and `epoch/*` once per epoch (x = epoch).
 dvclive writes into a temporary directory that replaces the final one at the end, so a killed run
 never leaves half a log under the name DVC tracks.
@@ -21,9 +21,10 @@ class DvcLiveLogger:
     def __init__(self, live: Live):
         self.live = live
 
-    def log_step(self, step: int, loss: float) -> None:
+    def log_step(self, step: int, loss: float, lr: float) -> None:
         self.live.step = step
         self.live.log_metric("loss", loss)
+        self.live.log_metric("lr", lr)  # the schedule as it was applied
 
     def log_grad_norms(self, step: int, norms: dict[str, float]) -> None:
         self.live.step = step

@@ -30,7 +30,7 @@ from cnnlab.optim import build_optimizer
 class TrainLogger(Protocol):
     """Where the loop reports progress; cnnlab.tracking writes it with dvclive."""
 
-    def log_step(self, step: int, loss: float) -> None: ...
+    def log_step(self, step: int, loss: float, lr: float) -> None: ...
 
     def log_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None: ...
 
@@ -96,7 +96,7 @@ def train(
                 window_loss.zero_()
                 window_steps = 0
                 if logger:
-                    logger.log_step(step, mean_loss)
+                    logger.log_step(step, mean_loss, optimizer.param_groups[0]["lr"])
                     if exp.log_grad_norms:
                         logger.log_grad_norms(step, layer_grad_norms(model))
                 seen = bar.n * exp.batch_size
