@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from configobj import ConfigObj
 
 PROJECT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
@@ -49,10 +50,19 @@ def make_project(root: Path, change: Callable[[dict], None]) -> dict:
     run(["git", "init", "-q"], root, env)
     dvc(root, env, "init", "-q")
     dvc(root, env, "config", "core.analytics", "false")
+    # The plots' custom templates and offline HTML page, and the setting that makes `dvc plots`
+    # use that page, as the project has them.
+    shutil.copytree(PROJECT / ".dvc" / "plots", root / ".dvc" / "plots")
+    dvc(root, env, "config", "plots.html_template", project_dvc_config()["plots"]["html_template"])
     edit_params(root, change)
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "pipeline"], root, env)
     return env
+
+
+def project_dvc_config() -> ConfigObj:
+    """The project's own .dvc/config (DVC writes it in ConfigObj's format)."""
+    return ConfigObj(str(PROJECT / ".dvc" / "config"), encoding="utf-8")
 
 
 def ran_stages(output: str) -> set[str]:

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
 
+import cv2
 import pytest
 from cifar_archives import write_binary_archive
 from dvc_project import dvc, edit_params, make_project, ran_stages, run
@@ -76,14 +82,129 @@ def test_repro_runs_every_stage_and_writes_the_contracts(reproduced, server):
 
 
 def test_plots_show_draws_the_confusion_matrix_and_loss(reproduced, tmp_path):
+    """`dvc plots show` and `dvc plots diff` write a self-contained page (.dvc/plots/offline.html:
+    vega, vega-lite and vega-embed inlined) that headless Chromium draws with no network at all:
+    one Vega view per plot, confusion matrices as such, the training series as steps."""
     root, env, _ = reproduced
     dvc(root, env, "plots", "show", "-o", str(tmp_path / "plots"))
-    page = (tmp_path / "plots" / "index.html").read_text()
+    page_file = tmp_path / "plots" / "index.html"
+    page = page_file.read_text()
     for exp in STUDY000:
         assert f"#metrics_{exp}_eval_predictions_csv" in page  # the confusion matrix
         if exp != "ann":  # ann's run is shorter than one logging interval
             assert f"#metrics_{exp}_train_plots_metrics_loss_tsv" in page
         assert f"#metrics_{exp}_train_plots_metrics_epoch_train_accuracy_tsv" in page
+
+    # Every URL the page may hold, and why none is ever fetched: XML namespace names in vega's SVG
+    # code; the "$schema" ids of the specs (dvc-render's templates, vega-lite's compiled output),
+    # which vega-embed only reads a version from; vega-embed's default Vega Editor address, used by
+    # its "Open in Vega Editor" action only, which the template turns off; the "http://" and
+    # "https://" prefixes vegaEmbed checks a string argument against; an issue link in a vega-lite
+    # warning text; the JSON-Patch license comment inside vega-embed.
+    harmless_urls = {
+        "http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink",
+        "http://www.w3.org/2000/xmlns/",
+        "https://vega.github.io/schema/vega-lite/v5.json",
+        "https://vega.github.io/schema/vega/v5.json",
+        "https://vega.github.io/editor/", "http://", "https://",
+        "https://github.com/vega/vega-lite/issues/2415",
+        "https://github.com/Starcounter-Jack/JSON-Patch",
+    }
+
+    def assert_self_contained(html: str) -> None:
+        class Attributes(HTMLParser):  # <script> and <style> bodies are text, not tags, to it
+            def __init__(self):
+                super().__init__()
+                self.found: list[tuple[str, str, str]] = []
+
+            def handle_starttag(self, tag, attrs):
+                self.found += [(tag, name, value or "") for name, value in attrs]
+
+        parser = Attributes()
+        parser.feed(html)
+        remote = re.compile(r"\s*(?:[a-z][a-z0-9+.-]*:)?//", re.I)  # http:, https:, or //host
+        loads = [a for a in parser.found if a[1] in {"src", "href", "srcset", "data", "action"}]
+        assert not [a for a in loads if remote.match(a[2])], loads
+        assert ("script", "src") not in {a[:2] for a in parser.found}  # every script is inline
+        assert not re.search(r"""(?:\bimport\s*\(?|\bfrom|\bfetch\s*\(|importScripts\s*\(|"""
+                             r"""@import|url\()\s*["'`]?(?:https?:)?//""", html)
+        assert set(re.findall(r"""https?://[^\s"'`<>()\\]*""", html)) <= harmless_urls
+
+    assert_self_contained(page)
+    # The page is the project's template (no CDN <script> tags: it has no {scripts} placeholder).
+    template = (root / ".dvc" / "plots" / "offline.html").read_text()
+    assert page.startswith(template.split("<body>")[0].replace("{refresh_tag}", ""))
+
+    # The plots, from the specs dvc-render wrote into the page.
+    specs = {m[1]: json.loads(m[2]) for m in re.finditer(
+        r'<div id = "([^"]+)">\s*<script type = "text/javascript">\s*var spec = (.*?);\s*'
+        r"vegaEmbed\('#\1', spec\);", page, re.S)}
+    assert len(specs) == page.count("vegaEmbed(")
+    # Drawn: every series these trainings logged and each confusion matrix. The plots whose files
+    # this run does not make (study 002's, the top-level one) get an empty spec, an empty view.
+    series = [path.relative_to(root).as_posix() for exp in STUDY000
+              for path in (root / f"metrics/{exp}/train/plots/metrics").rglob("*.tsv")]
+    confusions = [f"metrics/{exp}/eval/predictions.csv" for exp in STUDY000]
+    drawn = {re.sub(r"[/.]", "_", path) for path in series + confusions}
+    assert {plot_id for plot_id, spec in specs.items() if spec} == drawn
+    assert sum(i.endswith("_metrics_loss_tsv") for i in drawn) == 2  # not ann: too short a run
+
+    def marks(node) -> list[dict]:
+        if isinstance(node, list):
+            return [m for item in node for m in marks(item)]
+        if not isinstance(node, dict):
+            return []
+        own = node.get("mark")
+        own = [{"type": own} if isinstance(own, str) else own] if own else []
+        return own + [m for key, value in node.items() if key != "mark" for m in marks(value)]
+
+    for plot_id in drawn:
+        types = [m["type"] for m in marks(specs[plot_id])]
+        if plot_id.endswith("_eval_predictions_csv"):
+            assert "rect" in types and "line" not in types, plot_id  # dvc's confusion template
+        else:  # .dvc/plots/step.json
+            lines = [m for m in marks(specs[plot_id]) if m["type"] == "line"]
+            assert lines and all(m.get("interpolate") == "step-after" for m in lines), plot_id
+
+    # `dvc plots diff` fills the same page.
+    dvc(root, env, "plots", "diff", "-o", str(tmp_path / "diff"))
+    diff_page = (tmp_path / "diff" / "index.html").read_text()
+    assert_self_contained(diff_page)
+    assert "vegaEmbed('#metrics_cnn_train_plots_metrics_loss_tsv'" in diff_page
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("no chromium in CI: .ci/run installs Debian's chromium package")
+        pytest.skip("no `chromium` binary to render the plots page (apt-get install chromium)")
+
+    def headless(name: str, *args: str) -> subprocess.CompletedProcess:
+        # No host name resolves, so the page renders from what it holds or not at all.
+        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+               "--no-first-run", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", f"--user-data-dir={tmp_path / f'chromium-{name}'}",
+               "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=10000",
+               "--hide-scrollbars", *args, page_file.as_uri()]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+
+    dom = headless("dom", "--dump-dom").stdout
+    views = [(int(w), int(h)) for w, h in re.findall(
+        r'<canvas width="(\d+)" height="(\d+)" class="marks"', dom)]
+    assert len(views) == len(specs), f"{len(views)} Vega views for {len(specs)} plots"
+    assert sum(w > 0 and h > 0 for w, h in views) == len(drawn), views
+
+    # Tall enough for the whole page; a blank band at the bottom shows nothing was cut off.
+    shot = tmp_path / "plots.png"
+    headless("shot", f"--screenshot={shot}", f"--window-size=1100,{400 * len(specs)}")
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (400 * len(specs), 1100)
+    inked_rows = (image < 230).any(axis=2).any(axis=1).nonzero()[0]
+    assert len(inked_rows) and inked_rows[-1] < image.shape[0] - 200
+    page_area = image[: inked_rows[-1] + 1]
+    inked = (page_area < 230).any(axis=2).mean()  # axes, text, marks
+    hsv = cv2.cvtColor(page_area, cv2.COLOR_BGR2HSV)
+    colored = ((hsv[..., 1] > 80) & (hsv[..., 2] > 60)).mean()  # matrix cells, series lines
+    assert inked > 0.05 and colored > 0.02, (inked, colored)
 
 
 def test_exp_run_reruns_only_the_changed_experiment_and_metrics_diff_shows_it(reproduced):

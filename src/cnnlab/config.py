@@ -149,6 +149,10 @@ class Params:
             if not re.fullmatch(r"[a-z0-9_]+", name):
                 raise ParamsError(f"experiments.{name}: experiment names may use only a-z, 0-9 "
                                   f"and _ (they become file names)")
+            if name == "report":
+                raise ParamsError("experiments.report: the name 'report' is reserved (the "
+                                  "report stage writes metrics/report/, the folder this "
+                                  "experiment's outputs would use); choose another name")
 
     def experiment(self, name: str) -> Experiment:
         """The named experiment with the profile's caps applied."""

@@ -1,0 +1,226 @@
+"""The report stage: tables from saved metrics, compared exactly with golden files.
+
+Inputs are tests/fixtures/report/metrics/<exp>.json, invented (plausible, not measured) metrics
+for all twelve experiments. The goldens are the expected outputs, file for file:
+  - tests/fixtures/report/full/: render_report with all twelve experiments defined;
+  - tests/fixtures/report/current/: write_report with the six experiments params.yaml defined
+    when this was written (study 000 and 002), so the other studies show "not in params.yaml yet".
+
+After an intended change to the report, regenerate the goldens and review the diff:
+    CNNLAB_UPDATE_GOLDEN=1 .venv/bin/pytest -q tests/test_report.py
+    git diff tests/fixtures/report
+"""
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnlab.config import parse_params
+from cnnlab.errors import CnnlabError
+from cnnlab.report import (
+    CSV_FILES,
+    OUTPUT_FILES,
+    REPORT_DIR,
+    all_experiments_table,
+    ann_vs_cnn_table,
+    hw4_table,
+    render_report,
+    write_report,
+)
+from cnnlab.schema import ParamsError
+from cnnlab.studies import REPORTED, REPORTED_PARAMS, STUDIES, STUDY_OF
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "report"
+UPDATE = os.environ.get("CNNLAB_UPDATE_GOLDEN") == "1"
+ALL = [exp for group in STUDIES.values() for exp in group]
+CURRENT = ["ann", "cnn", "cnn_aug", "hw4net1", "hw4net2", "hw4net3"]
+OPTIMIZERS = {"dropcnn_adam": "adam, lr 0.001", "dropcnn_sgd": "sgd, lr 0.01",
+              "dropcnn_rmsprop": "rmsprop, lr 0.001"}
+
+
+def fixture_metrics(experiments) -> dict[str, dict]:
+    return {exp: json.loads((FIXTURES / "metrics" / f"{exp}.json").read_text(encoding="utf-8"))
+            for exp in experiments}
+
+
+def check_golden(files: dict[str, str], folder: Path) -> None:
+    if UPDATE:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for name, text in files.items():
+            (folder / name).write_text(text, encoding="utf-8", newline="\n")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(files)
+    for name, text in files.items():
+        expected = (folder / name).read_text(encoding="utf-8")
+        assert text == expected, f"{name} differs from {folder / name} (CNNLAB_UPDATE_GOLDEN=1)"
+
+
+def project_params(experiments):
+    """params.yaml of the project with only the named experiments defined."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw["experiments"] = {exp: raw["experiments"][exp] for exp in experiments}
+    return parse_params(raw)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """An empty project folder as the working directory, with no metrics of the repo's own."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def copy_metrics(experiments, root: Path) -> None:
+    (root / "metrics").mkdir(exist_ok=True)
+    for exp in experiments:
+        shutil.copy(FIXTURES / "metrics" / f"{exp}.json", root / "metrics" / f"{exp}.json")
+
+
+def test_report_of_all_twelve_experiments_matches_golden():
+    files = render_report(fixture_metrics(ALL), OPTIMIZERS)
+    assert list(files) == list(OUTPUT_FILES)
+    check_golden(files, FIXTURES / "full")
+
+
+def test_write_report_from_metrics_files_matches_golden(workdir, capsys):
+    copy_metrics(CURRENT, workdir)
+    write_report(project_params(CURRENT), REPORT_DIR)
+    written = {p.name: p.read_text(encoding="utf-8") for p in (workdir / REPORT_DIR).iterdir()}
+    assert sorted(written) == sorted(OUTPUT_FILES)
+    check_golden(written, FIXTURES / "current")
+    # Written through a temporary folder that is gone afterwards.
+    assert sorted(p.name for p in (workdir / "metrics").iterdir()) == sorted(
+        [f"{exp}.json" for exp in CURRENT] + ["report"])
+    assert "not in params.yaml yet: vgg16_tl" in capsys.readouterr().out
+
+
+def test_experiments_not_defined_yet_are_listed_not_dropped():
+    files = render_report(fixture_metrics(["ann"]))
+    report = files["report.md"]
+    section = report.split("## Study 000")[1].split("## Study 001")[0]
+    assert "| `ann` |" in section
+    assert "Not in params.yaml yet: `cnn`, `cnn_aug`." in section
+    optimizers = report.split("## Study 004")[1].split("## All experiments")[0]
+    assert "|" not in optimizers  # no table at all
+    assert "Not in params.yaml yet: `dropcnn_adam`, `dropcnn_sgd`, `dropcnn_rmsprop`." in optimizers
+    everything = report.split("## All experiments")[1]
+    assert "Not in params.yaml yet: " + ", ".join(f"`{e}`" for e in ALL[1:]) + "." in everything
+    # A table with no defined experiment is its CSV header alone: the file list stays fixed.
+    assert files[CSV_FILES["004"]] == ("experiment,optimizer,params,epochs,train_seconds,split,"
+                                       "accuracy,study_test_accuracy,study_val_accuracy,f1_macro\n")
+    assert ann_vs_cnn_table(fixture_metrics(["ann"])).missing == ("cnn", "cnn_aug")
+
+
+def test_figures_are_linked_relative_to_the_report_file():
+    report = render_report(fixture_metrics(["cnn", "hw4net2"]))["report.md"]
+    for name in ("confusion_counts.png", "loss_steps.png", "misclassified_16.png"):
+        assert f"(../cnn/figures/{name})" in report
+        assert f"(../hw4net2/figures/{name})" in report
+        assert "../ann/figures" not in report  # only defined experiments have figures
+    assert "(../compare-hw4/loss_curves.png)" in report
+    assert "(../compare-hw4/grad_norms.png)" in report
+    assert "compare-hw4" not in render_report(fixture_metrics(["cnn"]))["report.md"]
+
+
+def test_links_follow_the_report_folder(workdir):
+    copy_metrics(["cnn"], workdir)
+    write_report(project_params(["cnn"]), "out/elsewhere")
+    report = (workdir / "out/elsewhere/report.md").read_text(encoding="utf-8")
+    assert "(../../metrics/cnn/figures/loss_steps.png)" in report
+
+
+def test_values_are_formatted_consistently():
+    report = render_report(fixture_metrics(ALL), OPTIMIZERS)["report.md"]
+    assert "| `cnn` | test | 71.96% | 0.7255 | 0.7196 | 0.7154 |" in report
+    assert "| `hw4net3` | 622,245 | 539,013 | val | 50.05% | 56.00% | 61.24% | 58.00% |" in report
+    assert "| `dropcnn_sgd` | sgd, lr 0.01 | 315,722 | 15 | 128.9 | test | 55.12% | — | 69.50% |" \
+        in report
+    assert "| 94.48% | 94.39% |" in report
+    assert "39.30% test" in report and "71.40% test" in report
+
+
+def test_hw4_rows_hold_ours_beside_the_studys():
+    rows = hw4_table(fixture_metrics(CURRENT)).rows
+    assert [r["experiment"] for r in rows] == ["hw4net1", "hw4net2", "hw4net3"]
+    assert rows[0] == {"experiment": "hw4net1", "params": 406885, "study_params": 406885,
+                       "split": "val", "accuracy": 0.5235, "study_val_accuracy": 0.51,
+                       "train_accuracy": 0.9741, "study_train_accuracy": 0.98}
+
+
+def test_an_experiment_outside_the_studies_is_in_the_all_experiments_table_only():
+    metrics = fixture_metrics(["cnn"])
+    metrics["cnn_seed1"] = metrics["cnn"]
+    table = all_experiments_table(metrics)
+    assert [r["experiment"] for r in table.rows] == ["cnn", "cnn_seed1"]
+    assert table.rows[1]["study"] is None and table.rows[1]["study_reported"] is None
+    assert "cnn_seed1" not in render_report(metrics)["report.md"].split("## All experiments")[0]
+
+
+def test_missing_metrics_is_one_line_naming_the_experiment_and_the_command(workdir):
+    copy_metrics(["ann", "cnn_aug"], workdir)
+    with pytest.raises(CnnlabError) as info:
+        write_report(project_params(["ann", "cnn", "cnn_aug"]))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == "metrics/cnn.json not found (run `dvc repro evaluate@cnn` first)"
+    assert not (workdir / REPORT_DIR).exists()
+
+
+def test_every_missing_metrics_file_is_named_at_once(workdir):
+    copy_metrics(["ann"], workdir)
+    with pytest.raises(CnnlabError) as info:
+        write_report(project_params(["ann", "cnn", "hw4net1"]))
+    assert str(info.value) == ("metrics/cnn.json, metrics/hw4net1.json not found "
+                               "(run `dvc repro evaluate@cnn evaluate@hw4net1` first)")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{not json", r"^metrics/cnn\.json is not valid JSON .*; re-run `dvc repro -f evaluate@cnn`$"),
+    ('{"accuracy": 0.5}', r"^metrics/cnn\.json lacks precision_macro, .*, device; re-run "),
+])
+def test_unreadable_metrics_is_one_line(workdir, text, message):
+    (workdir / "metrics").mkdir()
+    (workdir / "metrics/cnn.json").write_text(text, encoding="utf-8")
+    with pytest.raises(CnnlabError, match=message) as info:
+        write_report(project_params(["cnn"]))
+    assert "\n" not in str(info.value)
+
+
+def test_stage_script_reports_a_missing_metrics_file_as_one_error_line(workdir):
+    shutil.copy(ROOT / "params.yaml", workdir / "params.yaml")
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py")], cwd=workdir,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: metrics/ann.json") and done.stderr.count("\n") == 1
+    assert "`dvc repro evaluate@ann" in done.stderr
+
+
+def test_report_is_a_reserved_experiment_name():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    data = copy.deepcopy(raw)
+    data["experiments"]["report"] = data["experiments"]["cnn"]
+    with pytest.raises(ParamsError, match=r"^experiments\.report: the name 'report' is reserved"):
+        parse_params(data)
+
+
+def test_reported_figures_are_those_of_experiments_md():
+    assert set(REPORTED) == set(STUDY_OF) == set(ALL) and len(ALL) == 12
+    assert {exp: fig for exp, fig in REPORTED.items() if fig} == {
+        "vgg16_tl": {"test_accuracy": 0.393},
+        "resnet18_tl": {"test_accuracy": 0.714},
+        "hw4net1": {"val_accuracy": 0.51, "train_accuracy": 0.98},
+        "hw4net2": {"val_accuracy": 0.54, "train_accuracy": 0.99},
+        "hw4net3": {"val_accuracy": 0.56, "train_accuracy": 0.58},
+        "deepcnn": {"best_test_accuracy": 0.9448, "final_test_accuracy": 0.9439},
+        "dropcnn_adam": {"test_accuracy": 0.7012, "val_accuracy": 0.7042},
+        "dropcnn_sgd": {"val_accuracy": 0.695},
+        "dropcnn_rmsprop": {"val_accuracy": 0.6814},
+    }
+    assert REPORTED_PARAMS["hw4net3"] == 539_013 and REPORTED_PARAMS["dropcnn_sgd"] == 315_722
