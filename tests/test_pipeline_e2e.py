@@ -19,7 +19,7 @@ from dvc_project import dvc, edit_params, make_project, ran_stages, run
 from httpserver import LocalServer
 
 STUDY000 = ("ann", "cnn", "cnn_aug")
-# The COCO stages are exercised in test_coco_e2e.py; these tests stay on the CIFAR-10 branch.
+# test_full_pipeline_e2e.py runs every stage; these tests stay on the CIFAR-10 branch.
 STUDY000_TARGETS = [f"evaluate@{exp}" for exp in STUDY000]
 pytestmark = pytest.mark.e2e
 
@@ -73,10 +73,8 @@ def test_repro_runs_every_stage_and_writes_the_contracts(reproduced, server):
         else:
             loss = loss_tsv.read_text().splitlines()
             assert loss[0].split("\t") == ["step", "loss"] and len(loss) == 1 + 7 // 2
-        assert (root / f"metrics/{exp}/eval/loss.png").stat().st_size > 1000
         predictions = (root / f"metrics/{exp}/eval/predictions.csv").read_text().splitlines()
         assert predictions[0] == "index,actual,predicted,confidence" and len(predictions) == 41
-        assert (root / f"metrics/{exp}/eval/confusion_matrix.png").stat().st_size > 1000
         report = (root / f"metrics/{exp}/eval/classification_report.csv").read_text().splitlines()
         assert report[0] == "class,precision,recall,f1,support" and len(report) == 1 + 10 + 2
 

@@ -19,7 +19,7 @@ from cnnlab.devices import describe_device, resolve_device
 from cnnlab.download import download
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import predict, predictions_table
-from cnnlab.figures import confusion_figure, grad_norms_figure, loss_curves_figure, loss_figure
+from cnnlab.figures import grad_norms_figure, loss_curves_figure
 from cnnlab.metrics import classification_metrics, classification_report_rows
 from cnnlab.models import build_model, count_params
 from cnnlab.runinfo import run_info
@@ -119,18 +119,16 @@ def evaluate_experiment(params: Params, name: str) -> None:
         seed=exp.seed,
         **run_info(describe_device(device)),
     )
-    _write_eval_outputs(name, exp.log_every, dataset.classes, split.labels, probs)
+    _write_eval_outputs(name, dataset.classes, split.labels, probs)
     write_text(paths.metrics_file(name), json.dumps(record, indent=2) + "\n")
     print(f"{name}: {exp.eval_split} accuracy {record['accuracy']:.4f}, "
           f"macro F1 {record['f1_macro']:.4f} on {len(split)} images")
 
 
-def _write_eval_outputs(name, log_every, classes, labels, probs) -> None:
-    from sklearn.metrics import confusion_matrix
-
+def _write_eval_outputs(name, classes, labels, probs) -> None:
+    """Predictions and the classification report; the figures stage draws from these."""
     rows = predictions_table(probs, labels, classes)
     report = classification_report_rows(labels, probs.argmax(1), classes)
-    matrix = confusion_matrix(labels, probs.argmax(1), labels=range(len(classes)))
     with atomic_dir(paths.eval_dir(name)) as out:
         with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -139,9 +137,6 @@ def _write_eval_outputs(name, log_every, classes, labels, probs) -> None:
         (out / "classification_report.csv").write_text(to_csv(report), encoding="utf-8")
         (out / "classification_report.md").write_text(to_markdown(_rounded(report)),
                                                       encoding="utf-8")
-        confusion_figure(matrix, classes, out / "confusion_matrix.png", f"{name}: confusion matrix")
-        steps, losses = read_series(paths.loss_series(name), "loss")
-        loss_figure(steps, losses, out / "loss.png", f"{name}: training loss", log_every)
 
 
 def _rounded(rows: list[dict[str, object]]) -> list[dict[str, object]]:

@@ -1,6 +1,7 @@
-"""End to end on real COCO data: `dvc repro compare_hw4` runs download_coco -> build_coco5 ->
-train@hw4net{1,2,3} -> evaluate@hw4net{1,2,3} -> compare_hw4 on the real mini subset, with the
-annotation archive and the images served over real HTTP from 127.0.0.1."""
+"""End to end, every stage: a plain `dvc repro` runs both download branches, the CIFAR-10 and COCO
+5-class datasets, every experiment's train, evaluate and figures stages, compare_hw4 and the report.
+COCO is the real mini subset (annotation archive and images) and CIFAR-10 a tiny generated archive
+in the official binary format, all served over real HTTP from 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,12 +14,20 @@ import zipfile
 
 import cv2
 import pytest
+from cifar_archives import write_binary_archive
 from conftest import real_archive
 from dvc_project import dvc, make_project, ran_stages
 from httpserver import LocalServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
 NETS = ("hw4net1", "hw4net2", "hw4net3")
+STUDY000 = ("ann", "cnn", "cnn_aug")
+CONV_FIGURES = {"samples_per_class.png", "class_distribution.png", "augmentation_demo.png",
+                "input_batch.png", "loss_steps.png", "loss_epochs.png", "accuracy_epochs.png",
+                "lr_schedule.png", "confusion_counts.png", "confusion_normalized.png",
+                "classification_report.png", "per_class_accuracy.png", "most_confused.png",
+                "predictions_correct.png", "predictions_incorrect.png", "misclassified_16.png",
+                "filters_conv1.png", "feature_maps.png"}
 PARAMS = {"hw4net1": 406_885, "hw4net2": 529_765, "hw4net3": 622_245}
 
 
@@ -32,8 +41,10 @@ def mirror(tmp_path_factory):
         zf.write(root / "mini/annotations/instances_train2017.json",
                  "annotations/instances_train2017.json")
     shutil.move(root / "mini/train2017", root / "train2017")
+    write_binary_archive(root / "cifar-10-binary.tar.gz", records_per_batch=40)
     with LocalServer(root) as server:
         server.md5 = hashlib.md5((root / "annotations_trainval2017.zip").read_bytes()).hexdigest()
+        server.cifar_md5 = hashlib.md5((root / "cifar-10-binary.tar.gz").read_bytes()).hexdigest()
         yield server
 
 
@@ -49,17 +60,47 @@ def reproduced(tmp_path_factory, mirror):
                     val_per_class=1, allow_shortfall=True, workers=4, retries=1)
         for net in NETS:
             params["experiments"][net].update(epochs=1, log_every=1)
+        params["data"]["cifar10"] = {"url": mirror.url("cifar-10-binary.tar.gz"),
+                                     "md5": mirror.cifar_md5}
+        for exp in STUDY000:
+            params["experiments"][exp].update(epochs=1, batch_size=32, log_every=2)
 
     root = tmp_path_factory.mktemp("project")
     env = make_project(root, tiny_coco)
-    return root, dvc(root, env, "repro", "compare_hw4")
+    return root, dvc(root, env, "repro")
 
 
-def test_repro_builds_coco5_trains_evaluates_and_compares(reproduced):
-    root, result = reproduced
-    assert ran_stages(result.stdout) == {"download_coco", "build_coco5", "compare_hw4",
-                                         *(f"train@{n}" for n in NETS),
-                                         *(f"evaluate@{n}" for n in NETS)}
+def test_repro_runs_every_stage(reproduced):
+    _, result = reproduced
+    per_experiment = {f"{stage}@{exp}" for stage in ("train", "evaluate", "figures")
+                      for exp in (*STUDY000, *NETS)}
+    assert ran_stages(result.stdout) == {"download_cifar10", "prepare_cifar10", "download_coco",
+                                         "build_coco5", "compare_hw4", "report", *per_experiment}
+
+
+def test_figures_of_every_experiment(reproduced):
+    root, _ = reproduced
+    for exp in (*STUDY000, *NETS):
+        drawn = {p.name for p in (root / f"metrics/{exp}/figures").iterdir()}
+        expected = CONV_FIGURES | ({"grad_norms.png"} if exp in NETS else set())
+        if exp == "ann":  # no conv layer: no filters or feature maps
+            expected -= {"filters_conv1.png", "feature_maps.png"}
+        assert drawn == expected, exp
+
+
+def test_report_has_every_study_table_and_links_figures(reproduced):
+    root, _ = reproduced
+    report = (root / "metrics/report/report.md").read_text()
+    for exp in (*STUDY000, *NETS):
+        assert f"../{exp}/figures/confusion_counts.png" in report
+    assert "../compare-hw4/loss_curves.png" in report
+    assert "Not in params.yaml yet" in report  # studies 001, 003 and 004 are still to come
+    all_rows = (root / "metrics/report/all_experiments.csv").read_text().splitlines()
+    assert len(all_rows) == 1 + 6
+
+
+def test_coco5_hw4_nets_and_their_comparison(reproduced):
+    root, _ = reproduced
     meta = json.loads((root / "data/prepared/coco5/meta.json").read_text())
     assert meta["classes"] == ["boat", "couch", "dog", "cake", "motorcycle"]
     assert meta["splits"] == {"train": 5, "val": 4}  # motorcycle has a single image

@@ -1,0 +1,76 @@
+"""The computing behind figures, as pure functions of arrays: which images, which cells, what scale.
+
+cnnlab.figures only draws and cnnlab.views only reads files; what lies between (choosing
+examples with a fixed seed, ranking confusions, turning weights and normalised tensors back into
+displayable pixels) lives here, where it can be tested without drawing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def first_index_per_class(labels: np.ndarray, num_classes: int) -> list[int | None]:
+    """The position of each class's first example in `labels`; None for a class with none."""
+    firsts: list[int | None] = []
+    for label in range(num_classes):
+        hits = np.flatnonzero(labels == label)
+        firsts.append(int(hits[0]) if len(hits) else None)
+    return firsts
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> list[int]:
+    return np.bincount(labels, minlength=num_classes)[:num_classes].tolist()
+
+
+def sample_indices(mask: np.ndarray, k: int, seed: int) -> list[int]:
+    """Up to k positions where `mask` is true, drawn without replacement with `seed`, sorted."""
+    candidates = np.flatnonzero(mask)
+    if len(candidates) <= k:
+        return candidates.tolist()
+    return np.sort(np.random.default_rng(seed).choice(candidates, size=k, replace=False)).tolist()
+
+
+def row_normalized(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (the recall view of a confusion matrix); empty rows stay 0."""
+    matrix = np.asarray(matrix, dtype=float)
+    sums = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, sums, out=np.zeros_like(matrix), where=sums > 0)
+
+
+def most_confused_pairs(matrix: np.ndarray, classes: Sequence[str], k: int
+                        ) -> list[tuple[str, str, int]]:
+    """The k largest off-diagonal cells as (true, predicted, count), largest first.
+
+    Cells with no mistakes are left out; ties keep row-major order, so the result is stable.
+    """
+    matrix = np.asarray(matrix)
+    cells = [(int(matrix[i, j]), i, j) for i in range(len(classes)) for j in range(len(classes))
+             if i != j and matrix[i, j] > 0]
+    cells.sort(key=lambda cell: (-cell[0], cell[1], cell[2]))
+    return [(classes[i], classes[j], count) for count, i, j in cells[:k]]
+
+
+def filters_as_images(weights: np.ndarray, limit: int = 64) -> np.ndarray:
+    """Conv weights (out, in, kh, kw) -> the first `limit` filters as (n, kh, kw, 3) in [0, 1].
+
+    Each filter is min-max scaled on its own, so a weak filter is as visible as a strong one.
+    Filters over other than 3 input channels are shown as grey (their mean over channels).
+    """
+    w = np.asarray(weights, dtype=np.float64)[:limit]
+    w = w.transpose(0, 2, 3, 1) if w.shape[1] == 3 else np.repeat(
+        w.mean(axis=1)[..., None], 3, axis=-1)
+    low = w.min(axis=(1, 2, 3), keepdims=True)
+    span = w.max(axis=(1, 2, 3), keepdims=True) - low
+    return np.divide(w - low, span, out=np.full_like(w, 0.5), where=span > 0)
+
+
+def to_display(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Normalised images (B, C, H, W) -> uint8 (B, H, W, C): undo (x - mean) / std and /255."""
+    x = np.asarray(x, dtype=np.float64)
+    m = np.asarray(mean, dtype=np.float64).reshape(1, -1, 1, 1)
+    s = np.asarray(std, dtype=np.float64).reshape(1, -1, 1, 1)
+    pixels = np.clip((x * s + m) * 255.0, 0, 255).round().astype(np.uint8)
+    return pixels.transpose(0, 2, 3, 1)

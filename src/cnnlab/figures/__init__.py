@@ -1,0 +1,57 @@
+"""Figures as pure drawing functions: arrays, lists and dicts in, one PNG out.
+
+Nothing here reads a file or computes a result: cnnlab.views gathers the inputs from saved
+artifacts, cnnlab.figure_data computes what needs computing, and every experiment draws each kind
+of figure with the same function. Each writes its PNG atomically at a size fixed by its inputs,
+and the same inputs give byte-identical files (see _save.py).
+
+- dataset: samples per class, class distribution, augmentation demo, the model's input batch;
+- training: loss per step, loss curves of several runs, per-epoch curves, the learning rate,
+  gradient norms per layer (over steps, and per-run means);
+- evaluation: confusion matrix (counts or row-normalised), classification report, per-class
+  accuracy, most-confused pairs, example predictions;
+- model: first-layer filters and feature maps.
+"""
+
+from cnnlab.figures.dataset import (
+    augmentation_figure,
+    class_distribution_figure,
+    input_batch_figure,
+    samples_per_class_figure,
+)
+from cnnlab.figures.evaluation import (
+    classification_report_figure,
+    confusion_figure,
+    most_confused_figure,
+    per_class_accuracy_figure,
+    predictions_figure,
+)
+from cnnlab.figures.model import feature_maps_figure, filters_figure
+from cnnlab.figures.training import (
+    epoch_figure,
+    grad_norm_steps_figure,
+    grad_norms_figure,
+    loss_curves_figure,
+    loss_figure,
+    lr_figure,
+)
+
+__all__ = [
+    "augmentation_figure",
+    "class_distribution_figure",
+    "classification_report_figure",
+    "confusion_figure",
+    "epoch_figure",
+    "feature_maps_figure",
+    "filters_figure",
+    "grad_norm_steps_figure",
+    "grad_norms_figure",
+    "input_batch_figure",
+    "loss_curves_figure",
+    "loss_figure",
+    "lr_figure",
+    "most_confused_figure",
+    "per_class_accuracy_figure",
+    "predictions_figure",
+    "samples_per_class_figure",
+]
