@@ -91,3 +91,14 @@ def test_grad_norms_are_logged_per_layer_at_each_loss_record():
     layers = list(logger.norms[0][1])
     assert layers == ["0", "3", "7", "9"]  # cnn's convs and linears, by Sequential index
     assert all(v > 0 for _, norms in logger.norms for v in norms.values())
+
+
+def test_eval_split_is_scored_after_every_epoch_and_logged():
+    logger = RecordingLogger()
+    result = train(experiment(), separable_dataset(), torch.device("cpu"), logger,
+                   progress=False, eval_split="test")
+    assert [set(m) for _, _, m in logger.epochs] == [
+        {"train_loss", "train_accuracy", "test_loss", "test_accuracy"}] * 2
+    last = result.history[-1]
+    assert last["test_accuracy"] > 0.9 and last["test_loss"] >= 0  # learnable, test = train
+    assert result.model.training is False  # handed back in eval mode after the last epoch

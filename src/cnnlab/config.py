@@ -125,6 +125,7 @@ class Experiment:
     train_subset: int | None = field(default=None, metadata={"min": 1})  # seeded, images
     eval_split: str = "test"
     eval_train: bool = False  # also score the training split (the study-002 table shows both)
+    eval_each_epoch: bool = False  # score eval_split after every epoch, for the per-epoch curves
     log_grad_norms: bool = False  # per-layer gradient norms at every loss record
     log_every: int = field(default=100, metadata={"min": 1})  # steps between loss records
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"

@@ -66,7 +66,8 @@ def train_experiment(params: Params, name: str) -> None:
     device = resolve_device(exp.device)
     dataset = load_prepared(paths.prepared_dir(exp.dataset))
     with training_log(paths.train_log_dir(name)) as (logger, summary):
-        result = train(exp, dataset, device, logger, name=name)
+        result = train(exp, dataset, device, logger, name=name,
+                       eval_split=exp.eval_split if exp.eval_each_epoch else None)
         with atomic_path(paths.model_checkpoint(name)) as tmp:
             torch.save(result.model.state_dict(), tmp)
         summary.update(result.history[-1])
