@@ -24,7 +24,7 @@ and replaces `metrics/<exp>/figures/` with these files, all of them or none:
   most_confused.png          the 10 most frequent (true -> predicted) mistakes
   predictions_correct.png    8 correct predictions, drawn with the experiment's seed
   predictions_incorrect.png  8 wrong predictions, drawn with the experiment's seed
-  misclassified_16.png       the first 16 misclassified eval images, labelled T/P
+  misclassified_16.png       16 misclassified eval images drawn across the split, labelled T/P
   filters_conv1.png          the first conv layer's filters, up to 64 (models with a Conv2d only)
   feature_maps.png           the first eval image through every conv layer (likewise)
 
@@ -293,7 +293,9 @@ def _evaluation_figures(exp: Experiment, name: str, classes: tuple[str, ...],
             [classes[predicted[i]] for i in indices],
             [float(preds.confidence[i]) for i in indices], out / file, title)
 
-    first_wrong = np.flatnonzero(~right)[:MISCLASSIFIED].tolist()
+    # Drawn across the split, not its first rows: ImageFolder splits are sorted by class, so the
+    # first 16 mistakes would all share one true class.
+    wrong = sample_indices(~right, MISCLASSIFIED, exp.seed + 1)
     return [
         figures.confusion_figure(
             matrix, classes, out / "confusion_counts.png",
@@ -314,8 +316,8 @@ def _evaluation_figures(exp: Experiment, name: str, classes: tuple[str, ...],
                  f"{name}: correct predictions ({split}, random, seed {exp.seed})"),
         examples(sample_indices(~right, EXAMPLES, exp.seed), "predictions_incorrect.png",
                  f"{name}: incorrect predictions ({split}, random, seed {exp.seed})"),
-        examples(first_wrong, "misclassified_16.png",
-                 f"{name}: the first {len(first_wrong)} misclassified {split} images "
+        examples(wrong, "misclassified_16.png",
+                 f"{name}: {len(wrong)} misclassified {split} images, random "
                  f"(T: true, P: predicted)"),
     ]
 
