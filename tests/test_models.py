@@ -13,6 +13,8 @@ EXPECTED = {
     "hw4net1": (406_885, (3, 64, 64), 5),
     "hw4net2": (529_765, (3, 64, 64), 5),
     "hw4net3": (622_245, (3, 64, 64), 5),
+    "deepcnn": (4_079_429, (3, 32, 32), 10),
+    "dropcnn": (315_722, (3, 32, 32), 10),
 }
 
 
@@ -44,3 +46,9 @@ def test_hw4net3_extra_convs_are_distinct_layers():
     extra = [model.get_submodule(f"conv{i}") for i in range(3, 13)]
     assert len({id(m) for m in extra}) == 10
     assert len({m.weight.data_ptr() for m in extra}) == 10
+
+
+def test_deepcnn_convs_have_no_bias():
+    model = build_model("deepcnn", 10)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 6 and all(c.bias is None for c in convs)
