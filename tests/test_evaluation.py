@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.config import Normalize
+from cnnlab.config import Experiment, Normalize, OptimizerConfig
 from cnnlab.data.loader import DeviceSplit
 from cnnlab.data.prepared import Split
 from cnnlab.evaluation import predict, predictions_table
@@ -23,7 +23,9 @@ def test_predict_keeps_order_across_batches_and_returns_probabilities():
     images = np.where(labels[:, None, None, None] == 1, 250, 5).astype(np.uint8)
     images = np.broadcast_to(images, (5, 4, 4, 3)).copy()
     data = DeviceSplit(Split(images, labels), torch.device("cpu"))
-    probs = predict(Brightness(), data, Normalize((0.5,) * 3, (0.5,) * 3), batch_size=2)
+    exp = Experiment(model="cnn", dataset="cifar10", epochs=1, batch_size=2, seed=0,
+                     optimizer=OptimizerConfig("adam"), normalize=Normalize((0.5,) * 3, (0.5,) * 3))
+    probs = predict(Brightness(), data, exp, batch_size=2)
     assert probs.shape == (5, 2) and np.allclose(probs.sum(1), 1)
     assert probs.argmax(1).tolist() == labels.tolist()
 

@@ -22,6 +22,9 @@ from httpserver import LocalServer
 pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
 NETS = ("hw4net1", "hw4net2", "hw4net3")
 STUDY000 = ("ann", "cnn", "cnn_aug")
+TRANSFER = ("vgg16_tl", "resnet18_tl")
+DROPCNN = ("dropcnn_adam", "dropcnn_sgd", "dropcnn_rmsprop")
+CIFAR = (*STUDY000, *TRANSFER, "deepcnn", *DROPCNN)
 CONV_FIGURES = {"samples_per_class.png", "class_distribution.png", "augmentation_demo.png",
                 "input_batch.png", "loss_steps.png", "loss_epochs.png", "accuracy_epochs.png",
                 "lr_schedule.png", "confusion_counts.png", "confusion_normalized.png",
@@ -62,8 +65,13 @@ def reproduced(tmp_path_factory, mirror):
             params["experiments"][net].update(epochs=1, log_every=1)
         params["data"]["cifar10"] = {"url": mirror.url("cifar-10-binary.tar.gz"),
                                      "md5": mirror.cifar_md5}
-        for exp in STUDY000:
+        # Every CIFAR-10 experiment for one tiny epoch: the generated archive has 200 train and
+        # 40 test images. The transfer models keep their real 256/224 preprocessing, on random
+        # weights (no internet), and 10% of train as their recipe says.
+        for exp in CIFAR:
             params["experiments"][exp].update(epochs=1, batch_size=32, log_every=2)
+        for exp in TRANSFER:
+            params["experiments"][exp].update(weights="none", batch_size=8, eval_fraction=0.25)
 
     root = tmp_path_factory.mktemp("project")
     env = make_project(root, tiny_coco)
@@ -73,14 +81,14 @@ def reproduced(tmp_path_factory, mirror):
 def test_repro_runs_every_stage(reproduced):
     _, result = reproduced
     per_experiment = {f"{stage}@{exp}" for stage in ("train", "evaluate", "figures")
-                      for exp in (*STUDY000, *NETS)}
+                      for exp in (*CIFAR, *NETS)}
     assert ran_stages(result.stdout) == {"download_cifar10", "prepare_cifar10", "download_coco",
                                          "build_coco5", "compare_hw4", "report", *per_experiment}
 
 
 def test_figures_of_every_experiment(reproduced):
     root, _ = reproduced
-    for exp in (*STUDY000, *NETS):
+    for exp in (*CIFAR, *NETS):
         drawn = {p.name for p in (root / f"metrics/{exp}/figures").iterdir()}
         expected = CONV_FIGURES | ({"grad_norms.png"} if exp in NETS else set())
         if exp == "ann":  # no conv layer: no filters or feature maps
@@ -91,12 +99,36 @@ def test_figures_of_every_experiment(reproduced):
 def test_report_has_every_study_table_and_links_figures(reproduced):
     root, _ = reproduced
     report = (root / "metrics/report/report.md").read_text()
-    for exp in (*STUDY000, *NETS):
+    for exp in (*CIFAR, *NETS):
         assert f"../{exp}/figures/confusion_counts.png" in report
     assert "../compare-hw4/loss_curves.png" in report
-    assert "Not in params.yaml yet" in report  # studies 001, 003 and 004 are still to come
+    assert "Not in params.yaml yet" not in report  # every study's experiments are defined
     all_rows = (root / "metrics/report/all_experiments.csv").read_text().splitlines()
-    assert len(all_rows) == 1 + 6
+    assert len(all_rows) == 1 + 12
+
+
+def test_recipes_b_d_e_end_to_end(reproduced):
+    root, _ = reproduced
+    metrics = {exp: json.loads((root / f"metrics/{exp}.json").read_text())
+               for exp in (*TRANSFER, "deepcnn", *DROPCNN)}
+    # Recipe B: 10% of the 200 train images, 25% of the 40 test images; the study's freezing.
+    assert metrics["vgg16_tl"]["trainable_params"] == 126_666_250
+    assert metrics["resnet18_tl"]["trainable_params"] == 8_398_858
+    for exp in TRANSFER:
+        assert (metrics[exp]["train_images"], metrics[exp]["eval_images"]) == (20, 10)
+    # Recipe D: the best epoch's checkpoint is scored beside the final one.
+    assert metrics["deepcnn"]["best"]["epoch"] == 1
+    assert metrics["deepcnn"]["best"]["accuracy"] == metrics["deepcnn"]["accuracy"]
+    assert (root / "data/models/deepcnn/best.pt").is_file()
+    lrs = (root / "metrics/deepcnn/train/plots/metrics/lr.tsv").read_text().splitlines()[1:]
+    assert len({line.split("\t")[-1] for line in lrs}) == len(lrs)  # OneCycle: a new lr each time
+    # Recipe E: 20% of train held out as val, scored beside test; Keras' optimizer defaults.
+    for exp in DROPCNN:
+        assert metrics[exp]["train_images"] == 160 and "val_accuracy" in metrics[exp]
+        val = (root / f"metrics/{exp}/train/plots/metrics/epoch/val_accuracy.tsv")
+        assert val.is_file()
+    assert metrics["dropcnn_sgd"]["optimizer"]["lr"] == 0.01
+    assert metrics["dropcnn_rmsprop"]["optimizer"]["alpha"] == 0.9
 
 
 def test_coco5_hw4_nets_and_their_comparison(reproduced):

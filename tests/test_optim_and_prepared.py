@@ -38,9 +38,36 @@ def test_registry_and_errors():
     assert set(OPTIMIZERS) == {"adam", "adamw", "sgd", "rmsprop"}
     with pytest.raises(CnnlabError, match="unknown optimizer 'lion'"):
         build_optimizer([], OptimizerConfig("lion", 1e-3))
-    with pytest.raises(CnnlabError, match="nesterov needs momentum > 0"):
-        build_optimizer([torch.nn.Parameter(torch.zeros(1))],
-                        OptimizerConfig("sgd", 0.1, nesterov=True))
+    with pytest.raises(CnnlabError, match="nesterov: needs momentum > 0"):
+        OptimizerConfig("sgd", 0.1, nesterov=True)
+    with pytest.raises(CnnlabError, match=r"optimizer.momentum: adam has no such setting "
+                                          r"\(it takes: lr, betas, eps, weight_decay\)"):
+        OptimizerConfig("adam", 1e-3, momentum=0.9)
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "expected"),
+    [  # Keras 3: Adam(1e-3, 0.9, 0.999, 1e-7), SGD(0.01, momentum 0), RMSprop(1e-3, rho 0.9, 1e-7)
+        ("adam", torch.optim.Adam, {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7}),
+        ("sgd", torch.optim.SGD, {"lr": 0.01, "momentum": 0.0, "nesterov": False}),
+        ("rmsprop", torch.optim.RMSprop, {"lr": 1e-3, "alpha": 0.9, "eps": 1e-7,
+                                          "momentum": 0.0}),
+    ],
+)
+def test_keras_preset_fills_what_is_left_out(name, cls, expected):
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))],
+                          OptimizerConfig(name, preset="keras"))
+    assert type(opt) is cls
+    assert {k: opt.param_groups[0][k] for k in expected} == expected
+    # A value given in params wins over the preset.
+    assert OptimizerConfig(name, lr=0.5, preset="keras").lr == 0.5
+
+
+def test_torch_preset_is_torchs_own_signature():
+    # RMSprop's lr default (1e-2) and AdamW's weight decay (1e-2) differ from Adam's.
+    assert OptimizerConfig("rmsprop").lr == 1e-2 and OptimizerConfig("rmsprop").alpha == 0.99
+    assert OptimizerConfig("adamw").weight_decay == 1e-2
+    assert OptimizerConfig("adam").eps == 1e-8
 
 
 def tiny_dataset():

@@ -66,7 +66,7 @@ def test_repro_runs_every_stage_and_writes_the_contracts(reproduced, server):
             assert key in metrics, f"{exp}: {key} missing"
         assert metrics["epochs"] == 1 and metrics["dataset"] == "cifar10"
         assert metrics["split"] == "test" and len(metrics["per_class"]) == 10
-        assert (root / f"data/models/{exp}.pt").is_file()
+        assert (root / f"data/models/{exp}/final.pt").is_file()
         loss_tsv = root / f"metrics/{exp}/train/plots/metrics/loss.tsv"
         if exp == "ann":
             assert not loss_tsv.exists()  # 7 steps never reach log_every=100

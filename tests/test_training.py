@@ -95,8 +95,8 @@ def test_grad_norms_are_logged_per_layer_at_each_loss_record():
 
 def test_eval_split_is_scored_after_every_epoch_and_logged():
     logger = RecordingLogger()
-    result = train(experiment(), separable_dataset(), torch.device("cpu"), logger,
-                   progress=False, eval_split="test")
+    result = train(experiment(eval_each_epoch=True), separable_dataset(), torch.device("cpu"),
+                   logger, progress=False)
     assert [set(m) for _, _, m in logger.epochs] == [
         {"train_loss", "train_accuracy", "test_loss", "test_accuracy"}] * 2
     last = result.history[-1]

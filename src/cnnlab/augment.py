@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cnnlab.config import Augment, Normalize
+from cnnlab.autoaugment import autoaugment_cifar10
+from cnnlab.config import Augment, Experiment, Normalize, Preprocess
+from cnnlab.errors import CnnlabError
 
 
 def random_hflip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
@@ -34,16 +36,53 @@ def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Te
 
 
 def augment_batch(x: torch.Tensor, cfg: Augment, gen: torch.Generator) -> torch.Tensor:
-    """The experiment's training augmentation, in the study's order: flip, then crop."""
-    if cfg.hflip:
-        x = random_hflip(x, gen)
-    if cfg.crop_padding:
-        x = random_crop(x, cfg.crop_padding, gen)
+    """The experiment's training augmentation of uint8 images, its ops in `cfg.order`."""
+    for op in cfg.order:
+        if op == "hflip" and cfg.hflip:
+            x = random_hflip(x, gen)
+        elif op == "crop" and cfg.crop_padding:
+            x = random_crop(x, cfg.crop_padding, gen)
+        elif op == "autoaugment" and cfg.autoaugment == "cifar10":
+            x = autoaugment_cifar10(x, gen)
+    return x
+
+
+def preprocess(x: torch.Tensor, cfg: Preprocess) -> torch.Tensor:
+    """Resize (bilinear, antialiased, as torchvision's Resize on tensors) and centre-crop.
+    Returns float pixels in 0..255 when it resizes, with no rounding back to uint8, as the
+    study's float pipeline had it; the input unchanged otherwise."""
+    if cfg.resize is not None:
+        x = F.interpolate(x.float(), size=(cfg.resize, cfg.resize), mode="bilinear",
+                          align_corners=False, antialias=True)
+    if cfg.center_crop is not None:
+        h, w = x.shape[-2:]
+        if cfg.center_crop > min(h, w):
+            raise CnnlabError(f"preprocess.center_crop {cfg.center_crop} is larger than the "
+                              f"{h}x{w} images")
+        top, left = (h - cfg.center_crop) // 2, (w - cfg.center_crop) // 2
+        x = x[..., top:top + cfg.center_crop, left:left + cfg.center_crop]
     return x
 
 
 def normalize(x: torch.Tensor, cfg: Normalize) -> torch.Tensor:
-    """uint8 pixels -> float in [0, 1] -> (x - mean) / std per channel, as ToTensor+Normalize."""
+    """Pixels 0..255 (uint8 or float) -> [0, 1] -> (x - mean) / std per channel, as
+    ToTensor + Normalize. Never writes into `x`."""
     mean = torch.tensor(cfg.mean, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(cfg.std, device=x.device).view(1, -1, 1, 1)
-    return (x.float().div_(255.0) - mean) / std
+    return (x.float() / 255.0 - mean) / std
+
+
+def model_input(images: torch.Tensor, exp: Experiment,
+                gen: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 images -> what the model sees: augmented when `gen` is given (training), then
+    preprocessed and normalised. Training, evaluation and the figures all go through here."""
+    if gen is not None:
+        images = augment_batch(images, exp.augment, gen)
+    return normalize(preprocess(images, exp.preprocess), exp.normalize)
+
+
+def eval_batch_size(exp: Experiment) -> int:
+    """Scoring batch: large for small images, smaller once they are resized to ImageNet size,
+    where 1,000 float images alone would take 600 MB before any activation."""
+    side = exp.preprocess.center_crop or exp.preprocess.resize
+    return 1000 if side is None or side <= 64 else 64

@@ -81,14 +81,34 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
+    """An optimizer and its hyperparameters. A value left out (null) takes the preset's default:
+    `torch` is torch.optim's own signature, `keras` is Keras' (study 004 used Keras' defaults)."""
+
     name: str = field(metadata={"choices": _optimizer_names})
-    lr: float = field(metadata={"gt": 0})
-    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
-    eps: float = field(default=1e-8, metadata={"gt": 0})  # adam, adamw, rmsprop
-    weight_decay: float = field(default=0.0, metadata={"min": 0})
-    momentum: float = field(default=0.0, metadata={"min": 0})  # sgd, rmsprop
-    nesterov: bool = False  # sgd
-    alpha: float = field(default=0.99, metadata={"gt": 0})  # rmsprop smoothing (Keras' rho)
+    lr: float | None = field(default=None, metadata={"gt": 0})
+    betas: tuple[float, float] | None = None  # adam, adamw
+    eps: float | None = field(default=None, metadata={"gt": 0})  # adam, adamw, rmsprop
+    weight_decay: float | None = field(default=None, metadata={"min": 0})
+    momentum: float | None = field(default=None, metadata={"min": 0})  # sgd, rmsprop
+    nesterov: bool | None = None  # sgd
+    alpha: float | None = field(default=None, metadata={"gt": 0})  # rmsprop smoothing (Keras' rho)
+    preset: Literal["torch", "keras"] = "torch"  # where the values left out come from
+
+    def __post_init__(self) -> None:
+        from cnnlab.optim import HYPERPARAMETERS, OPTIMIZERS, accepted, preset_defaults
+
+        if self.name not in OPTIMIZERS:
+            return  # the `choices` check has already named the valid ones
+        takes = accepted(self.name)
+        stray = [k for k in HYPERPARAMETERS if k not in takes and getattr(self, k) is not None]
+        if stray:
+            raise ParamsError(f"optimizer.{stray[0]}: {self.name} has no such setting (it takes: "
+                              f"{', '.join(takes)})")
+        if self.nesterov and not self.momentum:
+            raise ParamsError("optimizer.nesterov: needs momentum > 0")
+        for key, value in preset_defaults(self.preset, self.name).items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)  # frozen: filled once, here
 
 
 @dataclass(frozen=True)
@@ -103,12 +123,48 @@ class Normalize:
             raise ParamsError(f"std must be > 0, got {list(self.std)}")
 
 
+AUGMENT_OPS = ("hflip", "crop", "autoaugment")
+
+
 @dataclass(frozen=True)
 class Augment:
-    """Training-time augmentation, applied to whole batches on the training device."""
+    """Training-time augmentation of the uint8 images, on whole batches on the training device."""
 
     hflip: bool = False  # flip each image left-right with p=0.5
     crop_padding: int = field(default=0, metadata={"min": 0})  # random crop after zero padding
+    autoaugment: Literal["none", "cifar10"] = "none"  # torchvision's policy, drawn per image
+    order: tuple[str, ...] = AUGMENT_OPS  # the order the enabled ops run in
+
+    def __post_init__(self) -> None:
+        if sorted(self.order) != sorted(AUGMENT_OPS):
+            raise ParamsError(f"augment.order must list each of {', '.join(AUGMENT_OPS)} once, "
+                              f"got {list(self.order)}")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resizing applied to every image after augmentation, before normalisation (both train and
+    eval), e.g. the ImageNet weights' resize 256 then centre crop 224."""
+
+    resize: int | None = field(default=None, metadata={"min": 1})  # square side, bilinear
+    center_crop: int | None = field(default=None, metadata={"min": 1})
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """Learning-rate schedule. onecycle and cosine step every batch; step, multistep and
+    exponential every epoch (their step_size and milestones count epochs)."""
+
+    name: Literal["none", "onecycle", "cosine", "step", "multistep", "exponential"] = "none"
+    max_lr: float | None = field(default=None, metadata={"gt": 0})  # onecycle; null: optimizer lr
+    pct_start: float = field(default=0.3, metadata={"gt": 0, "max": 1})  # onecycle warm-up share
+    anneal_strategy: Literal["cos", "linear"] = "cos"  # onecycle
+    div_factor: float = field(default=25.0, metadata={"gt": 0})  # onecycle: start = max_lr / this
+    final_div_factor: float = field(default=1e4, metadata={"gt": 0})  # onecycle
+    eta_min: float = field(default=0.0, metadata={"min": 0})  # cosine floor
+    step_size: int = field(default=1, metadata={"min": 1})  # step: epochs between decays
+    milestones: tuple[int, ...] = ()  # multistep: epochs where the lr decays
+    gamma: float = field(default=0.1, metadata={"gt": 0})  # step, multistep, exponential
 
 
 @dataclass(frozen=True)
@@ -117,18 +173,51 @@ class Experiment:
     dataset: str = field(metadata={"choices": _dataset_names})
     epochs: int = field(metadata={"min": 1})
     batch_size: int = field(metadata={"min": 1})
-    seed: int = field(metadata={"min": 0})
+    seed: int = field(metadata={"min": 0})  # initialisation, shuffling, augmentation, MixUp
     optimizer: OptimizerConfig
+    scheduler: Scheduler = Scheduler()
+    # Pretrained weights of a transfer model: imagenet (torchvision's download and cache),
+    # none (random initialisation) or the path of a local state dict in torchvision's layout.
+    weights: str = "none"
+    init: Literal["default", "glorot_uniform"] = "default"  # glorot_uniform: Keras' init
     normalize: Normalize = Normalize()
     augment: Augment = Augment()
+    preprocess: Preprocess = Preprocess()
     label_smoothing: float = field(default=0.0, metadata={"min": 0, "max": 1})
-    train_subset: int | None = field(default=None, metadata={"min": 1})  # seeded, images
+    mixup_alpha: float = field(default=0.0, metadata={"min": 0})  # 0: off; else Beta(a, a)
+    grad_clip_norm: float | None = field(default=None, metadata={"gt": 0})  # max global L2 norm
+    # Data selection, all drawn with data_seed (not seed), so a sweep over seeds keeps the data:
+    data_seed: int = field(default=0, metadata={"min": 0})
+    val_fraction: float = field(default=0.0, metadata={"min": 0, "max": 0.9})  # train -> val
+    train_fraction: float = field(default=1.0, metadata={"gt": 0, "max": 1})  # of what is left
+    eval_fraction: float = field(default=1.0, metadata={"gt": 0, "max": 1})  # of eval_split
+    train_subset: int | None = field(default=None, metadata={"min": 1})  # a cap, in images
     eval_split: str = "test"
-    eval_train: bool = False  # also score the training split (the study-002 table shows both)
-    eval_each_epoch: bool = False  # score eval_split after every epoch, for the per-epoch curves
+    also_evaluate: tuple[str, ...] = ()  # more splits to score (accuracy) beside eval_split
+    eval_each_epoch: bool = False  # score eval_split and also_evaluate after every epoch
+    keep_best: bool = False  # keep the epoch best on eval_split too (needs eval_each_epoch)
     log_grad_norms: bool = False  # per-layer gradient norms at every loss record
     log_every: int = field(default=100, metadata={"min": 1})  # steps between loss records
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.keep_best and not self.eval_each_epoch:
+            raise ParamsError("keep_best needs eval_each_epoch: true (the best epoch is chosen "
+                              "on the per-epoch scores)")
+        if self.eval_split in self.also_evaluate:
+            raise ParamsError(f"also_evaluate repeats eval_split {self.eval_split!r}")
+        if self.scheduler.name == "onecycle" and self.scheduler.max_lr is None:
+            object.__setattr__(self, "scheduler",
+                               dataclasses.replace(self.scheduler, max_lr=self.optimizer.lr))
+        if self.weights != "none":
+            from cnnlab.models import accepts_weights
+
+            if not accepts_weights(self.model):
+                raise ParamsError(f"weights: model {self.model!r} is trained from scratch and "
+                                  f"takes no pretrained weights (use weights: none)")
+            if self.init != "default":
+                raise ParamsError(f"init: {self.init} would overwrite the pretrained weights "
+                                  f"(use init: default, or weights: none)")
 
 
 @dataclass(frozen=True)

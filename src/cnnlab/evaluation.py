@@ -6,18 +6,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.augment import normalize
-from cnnlab.config import Normalize
+from cnnlab.augment import eval_batch_size, model_input
+from cnnlab.config import Experiment
 from cnnlab.data.loader import DeviceSplit
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: DeviceSplit, norm: Normalize, batch_size: int = 1000
+def predict(model: nn.Module, data: DeviceSplit, exp: Experiment, batch_size: int | None = None
             ) -> np.ndarray:
-    """Class probabilities (N, num_classes) as float32, in the split's order."""
+    """Class probabilities (N, num_classes) as float32, in the split's order, the images
+    preprocessed and normalised as `exp` trains on them (not augmented)."""
     model.eval()
-    chunks = [torch.softmax(model(normalize(images, norm)).float(), dim=1)
-              for images, _ in data.batches(batch_size)]
+    chunks = [torch.softmax(model(model_input(images, exp)).float(), dim=1)
+              for images, _ in data.batches(batch_size or eval_batch_size(exp))]
     return torch.cat(chunks).cpu().numpy()
 
 

@@ -15,8 +15,18 @@ def prepared_dir(dataset: str) -> Path:
     return DATA / "prepared" / dataset
 
 
+def model_dir(experiment: str) -> Path:
+    return DATA / "models" / experiment
+
+
 def model_checkpoint(experiment: str) -> Path:
-    return DATA / "models" / f"{experiment}.pt"
+    """The weights after the last epoch."""
+    return model_dir(experiment) / "final.pt"
+
+
+def best_checkpoint(experiment: str) -> Path:
+    """The weights of the epoch best on the eval split (experiments with keep_best only)."""
+    return model_dir(experiment) / "best.pt"
 
 
 def train_log_dir(experiment: str) -> Path:

@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import torch
 
 from cnnlab import paths
-from cnnlab.atomic import atomic_dir, atomic_path, write_text
+from cnnlab.atomic import atomic_dir, write_text
+from cnnlab.checkpoints import load_model
 from cnnlab.compare import comparison_rows, grad_norm_means, read_series, to_csv, to_markdown
-from cnnlab.config import Params
+from cnnlab.config import Experiment, Params
 from cnnlab.data.cifar10 import prepare_cifar10
 from cnnlab.data.coco_annotations import extract_member
 from cnnlab.data.loader import DeviceSplit
 from cnnlab.data.prepared import load_prepared
+from cnnlab.data.selection import select_data
 from cnnlab.devices import describe_device, resolve_device
 from cnnlab.download import download
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import predict, predictions_table
 from cnnlab.figures import grad_norms_figure, loss_curves_figure
 from cnnlab.metrics import classification_metrics, classification_report_rows
-from cnnlab.models import build_model, count_params
+from cnnlab.models import count_params
 from cnnlab.runinfo import run_info
 from cnnlab.tracking import training_log
 from cnnlab.training import train
@@ -66,11 +69,16 @@ def train_experiment(params: Params, name: str) -> None:
     device = resolve_device(exp.device)
     dataset = load_prepared(paths.prepared_dir(exp.dataset))
     with training_log(paths.train_log_dir(name)) as (logger, summary):
-        result = train(exp, dataset, device, logger, name=name,
-                       eval_split=exp.eval_split if exp.eval_each_epoch else None)
-        with atomic_path(paths.model_checkpoint(name)) as tmp:
-            torch.save(result.model.state_dict(), tmp)
+        result = train(exp, dataset, device, logger, name=name)
+        with atomic_dir(paths.model_dir(name)) as out:
+            torch.save(result.model.state_dict(), out / paths.model_checkpoint(name).name)
+            if result.best_state is not None:
+                torch.save(result.best_state, out / paths.best_checkpoint(name).name)
         summary.update(result.history[-1])
+        if result.best_epoch is not None:
+            best = result.history[result.best_epoch - 1]
+            summary.update(best_epoch=result.best_epoch,
+                           **{f"best_{k}": v for k, v in best.items() if k.endswith("_accuracy")})
         summary.update(
             train_seconds=result.train_seconds,
             epochs=result.epochs,
@@ -87,25 +95,27 @@ def train_experiment(params: Params, name: str) -> None:
 def evaluate_experiment(params: Params, name: str) -> None:
     exp = params.experiment(name)
     device = resolve_device(exp.device)
-    dataset = load_prepared(paths.prepared_dir(exp.dataset))
+    data = select_data(exp, load_prepared(paths.prepared_dir(exp.dataset)))
     checkpoint = paths.model_checkpoint(name)
     train_summary_file = paths.train_log_dir(name) / "metrics.json"
     if not checkpoint.is_file() or not train_summary_file.is_file():
         raise CnnlabError(f"no trained model for {name!r} at {checkpoint} "
                           f"(run `dvc repro train@{name}` first)")
-    model = build_model(exp.model, len(dataset.classes))
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    model.to(device)
-    split = dataset.split(exp.eval_split)
-    probs = predict(model, DeviceSplit(split, device), exp.normalize)
-    predicted = probs.argmax(1)
     train_summary = json.loads(train_summary_file.read_text(encoding="utf-8"))
+    model = load_model(exp, name, len(data.classes), checkpoint, device)
+    split = data.split(exp.eval_split)
+    probs = predict(model, DeviceSplit(split, device), exp)
 
-    record = classification_metrics(split.labels, predicted, dataset.classes)
-    if exp.eval_train:
-        train_split = dataset.split("train")
-        train_probs = predict(model, DeviceSplit(train_split, device), exp.normalize)
-        record["train_accuracy"] = float((train_probs.argmax(1) == train_split.labels).mean())
+    record = classification_metrics(split.labels, probs.argmax(1), data.classes)
+    record.update(_accuracies(model, data, exp, device))
+    best_file = paths.best_checkpoint(name)
+    if exp.keep_best and best_file.is_file():
+        best_model = load_model(exp, name, len(data.classes), best_file, device)
+        best_probs = predict(best_model, DeviceSplit(split, device), exp)
+        best = classification_metrics(split.labels, best_probs.argmax(1), data.classes)
+        record["best"] = {"epoch": train_summary["best_epoch"], "accuracy": best["accuracy"],
+                          "f1_macro": best["f1_macro"],
+                          **_accuracies(best_model, data, exp, device)}
     record.update(
         params=count_params(model),
         trainable_params=count_params(model, trainable_only=True),
@@ -118,12 +128,24 @@ def evaluate_experiment(params: Params, name: str) -> None:
         eval_images=len(split),
         model=exp.model,
         seed=exp.seed,
+        optimizer=dataclasses.asdict(exp.optimizer),  # with the preset's defaults filled in
         **run_info(describe_device(device)),
     )
-    _write_eval_outputs(name, dataset.classes, split.labels, probs)
+    _write_eval_outputs(name, data.classes, split.labels, probs)
     write_text(paths.metrics_file(name), json.dumps(record, indent=2) + "\n")
+    extra = "".join(f", {s} accuracy {record[f'{s}_accuracy']:.4f}" for s in exp.also_evaluate)
     print(f"{name}: {exp.eval_split} accuracy {record['accuracy']:.4f}, "
-          f"macro F1 {record['f1_macro']:.4f} on {len(split)} images")
+          f"macro F1 {record['f1_macro']:.4f} on {len(split)} images{extra}")
+
+
+def _accuracies(model, data, exp: Experiment, device) -> dict[str, float]:
+    """Accuracy on each also_evaluate split, e.g. train (study 002) or val (study 004)."""
+    out = {}
+    for split_name in exp.also_evaluate:
+        split = data.split(split_name)
+        probs = predict(model, DeviceSplit(split, device), exp)
+        out[f"{split_name}_accuracy"] = float((probs.argmax(1) == split.labels).mean())
+    return out
 
 
 def _write_eval_outputs(name, classes, labels, probs) -> None:

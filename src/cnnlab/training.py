@@ -18,13 +18,17 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnlab.augment import augment_batch, normalize
+from cnnlab.augment import eval_batch_size, model_input
 from cnnlab.config import Experiment
-from cnnlab.data.loader import DeviceSplit, seeded_subset
+from cnnlab.data.loader import DeviceSplit
 from cnnlab.data.prepared import PreparedDataset
+from cnnlab.data.selection import select_data
 from cnnlab.errors import CnnlabError
+from cnnlab.mixup import MixUp, mix, mixed_correct, mixed_cross_entropy
 from cnnlab.models import build_model
+from cnnlab.models.init import INITIALISERS
 from cnnlab.optim import build_optimizer
+from cnnlab.schedulers import build_scheduler
 
 
 class TrainLogger(Protocol):
@@ -46,6 +50,16 @@ class TrainResult:
     steps: int
     images_per_second: float
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    best_epoch: int | None = None  # keep_best: the epoch best on eval_split
+    best_state: dict[str, torch.Tensor] | None = None  # its weights, on the CPU
+
+
+def epoch_splits(exp: Experiment) -> list[str]:
+    """Splits scored after every epoch: the eval split and also_evaluate, but not train, whose
+    loss and accuracy the epoch itself measures."""
+    if not exp.eval_each_epoch:
+        return []
+    return [s for s in (exp.eval_split, *exp.also_evaluate) if s != "train"]
 
 
 def train(
@@ -55,78 +69,117 @@ def train(
     logger: TrainLogger | None = None,
     progress: bool = True,
     name: str = "train",
-    eval_split: str | None = None,
 ) -> TrainResult:
-    """Train `exp`; with `eval_split`, also score that split after every epoch (outside the
-    timed training, so seconds per epoch stay comparable)."""
+    """Train `exp` on its selection of `dataset` (cnnlab.data.selection). Per-epoch scoring
+    runs outside the timed training, so seconds per epoch stay comparable."""
+    data = select_data(exp, dataset)
     torch.manual_seed(exp.seed)  # model initialisation
     gen = torch.Generator(device=device).manual_seed(exp.seed)  # shuffling and augmentation
-    train_split = dataset.split("train")
-    data = DeviceSplit(train_split, device, seeded_subset(len(train_split), exp.train_subset,
-                                                          exp.seed))
-    eval_data = DeviceSplit(dataset.split(eval_split), device) if eval_split else None
-    model = build_model(exp.model, len(dataset.classes)).to(device)
-    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], exp.optimizer)
+    train_data = DeviceSplit(data.split("train"), device)
+    scored = {split: DeviceSplit(data.split(split), device) for split in epoch_splits(exp)}
+    model = build_model(exp.model, len(data.classes), weights=exp.weights)
+    model = INITIALISERS[exp.init](model).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(trainable, exp.optimizer)
+    steps_per_epoch = train_data.num_batches(exp.batch_size)
+    schedule = build_scheduler(optimizer, exp.scheduler, exp.epochs, steps_per_epoch)
+    mixup = MixUp(exp.mixup_alpha, exp.seed) if exp.mixup_alpha > 0 else None
 
-    steps_per_epoch = data.num_batches(exp.batch_size)
     step, history = 0, []
-    window_loss = torch.zeros((), device=device)  # loss summed since the last log point
-    window_steps = 0
+    best_epoch, best_accuracy, best_state = None, -1.0, None
+    window = _Window(device)
     for epoch in range(1, exp.epochs + 1):
         model.train()
         epoch_start = time.perf_counter()
         epoch_loss = torch.zeros((), device=device)
-        epoch_correct = torch.zeros((), device=device, dtype=torch.long)
+        epoch_correct = torch.zeros((), device=device)
         bar = tqdm(total=steps_per_epoch, desc=f"{name} {epoch}/{exp.epochs}", unit="step",
                    disable=not progress, leave=False, dynamic_ncols=True)
-        for images, labels in data.batches(exp.batch_size, gen):
-            x = normalize(augment_batch(images, exp.augment, gen), exp.normalize)
-            logits = model(x)
-            loss = F.cross_entropy(logits, labels, label_smoothing=exp.label_smoothing)
+        for images, labels in train_data.batches(exp.batch_size, gen):
+            x = model_input(images, exp, gen)
+            if mixup is not None:
+                lam, perm = mixup.draw(len(labels), gen, device)
+                logits = model(mix(x, lam, perm))
+                loss = mixed_cross_entropy(logits, labels, lam, perm, exp.label_smoothing)
+                correct = mixed_correct(logits.detach(), labels, lam, perm)
+            else:
+                logits = model(x)
+                loss = F.cross_entropy(logits, labels, label_smoothing=exp.label_smoothing)
+                correct = (logits.detach().argmax(1) == labels).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if exp.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(trainable, exp.grad_clip_norm)
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step applies
             optimizer.step()
+            schedule.after_batch()
 
             step += 1
-            window_steps += 1
             batch_loss = loss.detach()
-            window_loss += batch_loss
+            window.add(batch_loss)
             epoch_loss += batch_loss * len(labels)
-            epoch_correct += (logits.detach().argmax(1) == labels).sum()
+            epoch_correct += correct
             bar.update()
             if step % exp.log_every == 0:
-                mean_loss = _read_loss(window_loss / window_steps, step)
-                window_loss.zero_()
-                window_steps = 0
+                mean_loss = _read_loss(window.take(), step)
                 if logger:
-                    logger.log_step(step, mean_loss, optimizer.param_groups[0]["lr"])
+                    logger.log_step(step, mean_loss, lr)
                     if exp.log_grad_norms:
                         logger.log_grad_norms(step, layer_grad_norms(model))
                 seen = bar.n * exp.batch_size
                 bar.set_postfix(loss=f"{mean_loss:.4f}",
                                 img_s=f"{seen / (time.perf_counter() - epoch_start):.0f}")
+        schedule.after_epoch()
         bar.close()
         seconds = time.perf_counter() - epoch_start
         row = {
             "epoch": epoch,
-            "train_loss": _read_loss(epoch_loss / len(data), step),
-            "train_accuracy": epoch_correct.item() / len(data),
+            "train_loss": _read_loss(epoch_loss / len(train_data), step),
+            "train_accuracy": epoch_correct.item() / len(train_data),
             "epoch_seconds": seconds,
-            "images_per_second": len(data) / seconds,
+            "images_per_second": len(train_data) / seconds,
         }
-        if eval_data is not None:
-            row.update(score(model, eval_data, exp, eval_split))
+        for split, split_data in scored.items():
+            row.update(score(model, split_data, exp, split))
+        if exp.keep_best and row[f"{exp.eval_split}_accuracy"] > best_accuracy:
+            best_epoch, best_accuracy = epoch, row[f"{exp.eval_split}_accuracy"]
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in
+                          model.state_dict().items()}
         history.append(row)
         if logger:  # timings go to the run summary, not to plots
             logger.log_epoch(epoch, step, {k: v for k, v in row.items()
                                            if k.endswith(("_loss", "_accuracy"))})
         if progress:
-            tqdm.write(f"{name} epoch {epoch}/{exp.epochs}: loss {row['train_loss']:.4f}  "
-                       f"train acc {row['train_accuracy']:.4f}  {seconds:.1f}s  "
-                       f"{row['images_per_second']:.0f} img/s")
+            tqdm.write(_epoch_line(name, exp.epochs, row))
     train_seconds = sum(row["epoch_seconds"] for row in history)  # per-epoch scoring excluded
-    return TrainResult(model.eval(), train_seconds, exp.epochs, len(data), step,
-                       len(data) * exp.epochs / train_seconds, history)
+    return TrainResult(model.eval(), train_seconds, exp.epochs, len(train_data), step,
+                       len(train_data) * exp.epochs / train_seconds, history, best_epoch,
+                       best_state)
+
+
+class _Window:
+    """The mean training loss since the last log point, summed on the device."""
+
+    def __init__(self, device: torch.device):
+        self.total = torch.zeros((), device=device)
+        self.count = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss
+        self.count += 1
+
+    def take(self) -> torch.Tensor:
+        mean = self.total / self.count
+        self.total = torch.zeros_like(self.total)
+        self.count = 0
+        return mean
+
+
+def _epoch_line(name: str, epochs: int, row: dict[str, float]) -> str:
+    scores = "  ".join(f"{k.removesuffix('_accuracy')} acc {v:.4f}" for k, v in row.items()
+                       if k.endswith("_accuracy"))
+    return (f"{name} epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}  {scores}  "
+            f"{row['epoch_seconds']:.1f}s  {row['images_per_second']:.0f} img/s")
 
 
 @torch.no_grad()
@@ -135,8 +188,8 @@ def score(model: nn.Module, data: DeviceSplit, exp: Experiment, split: str) -> d
     model.eval()
     loss = torch.zeros((), device=data.device)
     correct = torch.zeros((), device=data.device, dtype=torch.long)
-    for images, labels in data.batches(1000):
-        logits = model(normalize(images, exp.normalize))
+    for images, labels in data.batches(eval_batch_size(exp)):
+        logits = model(model_input(images, exp))
         loss += F.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
     model.train()

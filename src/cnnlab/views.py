@@ -43,11 +43,13 @@ from torch import nn
 
 from cnnlab import figures, paths
 from cnnlab.atomic import atomic_dir
-from cnnlab.augment import augment_batch, normalize
+from cnnlab.augment import augment_batch, model_input
+from cnnlab.checkpoints import load_model
 from cnnlab.compare import read_series
 from cnnlab.config import Experiment, Params
-from cnnlab.data.loader import DeviceSplit, seeded_subset
+from cnnlab.data.loader import DeviceSplit
 from cnnlab.data.prepared import PreparedDataset, Split, load_prepared
+from cnnlab.data.selection import ExperimentData, select_data
 from cnnlab.errors import CnnlabError
 from cnnlab.figure_data import (
     class_counts,
@@ -57,7 +59,6 @@ from cnnlab.figure_data import (
     to_display,
 )
 from cnnlab.metrics import classification_metrics, classification_report_rows
-from cnnlab.models import build_model
 
 AUGMENTED_VERSIONS = 5
 BATCH_SHOWN = 16  # images of the first training batch
@@ -97,11 +98,11 @@ def draw_experiment_figures(params: Params, name: str, out_dir: Path | None = No
     exp = params.experiment(name)
     final = Path(out_dir) if out_dir is not None else figures_dir(name)
     # Read everything first: a missing artifact fails before anything is written.
-    dataset = _load_dataset(exp, name)
+    dataset = select_data(exp, _load_dataset(exp, name))
     eval_images = dataset.split(exp.eval_split).images
     logs = read_logs(name)
     preds = read_predictions(name, dataset, exp.eval_split)
-    model = _load_model(exp, name, len(dataset.classes))
+    model = load_model(exp, name, len(dataset.classes), paths.model_checkpoint(name))
     with atomic_dir(final) as out:
         written = [
             *_data_figures(exp, name, dataset, out),
@@ -145,7 +146,7 @@ def _series(tsv: Path) -> tuple[list[int], list[float]]:
         raise CnnlabError(f"{tsv} is not a dvclive series ({exc})") from exc
 
 
-def read_predictions(name: str, dataset: PreparedDataset, split: str) -> Predictions:
+def read_predictions(name: str, dataset: ExperimentData, split: str) -> Predictions:
     """predictions.csv as class indices, checked against the split it claims to describe."""
     path = paths.eval_dir(name) / "predictions.csv"
     rerun = f"run `dvc repro evaluate@{name}`"
@@ -169,19 +170,6 @@ def read_predictions(name: str, dataset: PreparedDataset, split: str) -> Predict
     return Predictions(true, predicted, confidence)
 
 
-def _load_model(exp: Experiment, name: str, num_classes: int) -> nn.Module:
-    checkpoint = paths.model_checkpoint(name)
-    if not checkpoint.is_file():
-        raise CnnlabError(f"{checkpoint} not found (run `dvc repro train@{name}` first)")
-    model = build_model(exp.model, num_classes)
-    try:
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    except RuntimeError as exc:  # a checkpoint of another model or class count
-        raise CnnlabError(f"{checkpoint} does not fit model {exp.model!r} with {num_classes} "
-                          f"classes (run `dvc repro train@{name}`)") from exc
-    return model.eval()
-
-
 def _layer_labels(model: nn.Module) -> dict[str, str]:
     """Display names of the layers with weights, input side first, keyed by module name (the
     name cnnlab.training.layer_grad_norms logs). A named layer keeps its name (conv1, fc2); an
@@ -201,9 +189,12 @@ def _layer_labels(model: nn.Module) -> dict[str, str]:
 # -- drawing, one group of figures at a time ------------------------------------------------
 
 def _describe_augment(exp: Experiment) -> str:
-    parts = (["horizontal flip p=0.5"] if exp.augment.hflip else []) + (
-        [f"random crop, padding {exp.augment.crop_padding}"] if exp.augment.crop_padding else [])
-    return ", ".join(parts) or NO_AUGMENT
+    aug = exp.augment
+    names = {"hflip": "horizontal flip p=0.5" if aug.hflip else None,
+             "crop": f"random crop, padding {aug.crop_padding}" if aug.crop_padding else None,
+             "autoaugment": f"AutoAugment ({aug.autoaugment} policy, per image)"
+             if aug.autoaugment != "none" else None}
+    return ", ".join(names[op] for op in aug.order if names[op]) or NO_AUGMENT
 
 
 def _as_nchw(images: np.ndarray) -> torch.Tensor:
@@ -214,15 +205,13 @@ def _first_batch(exp: Experiment, train: Split) -> tuple[np.ndarray, list[int]]:
     """The start of the first training batch exactly as train() draws it on the CPU (same
     subset, same generator: shuffle, then augment, then normalise), un-normalised for display."""
     gen = torch.Generator().manual_seed(exp.seed)
-    data = DeviceSplit(train, torch.device("cpu"),
-                       seeded_subset(len(train), exp.train_subset, exp.seed))
-    images, labels = next(data.batches(exp.batch_size, gen))
-    x = normalize(augment_batch(images, exp.augment, gen), exp.normalize)
+    images, labels = next(DeviceSplit(train, torch.device("cpu")).batches(exp.batch_size, gen))
+    x = model_input(images, exp, gen)
     shown = to_display(x[:BATCH_SHOWN].numpy(), exp.normalize.mean, exp.normalize.std)
     return shown, labels[:BATCH_SHOWN].tolist()
 
 
-def _data_figures(exp: Experiment, name: str, dataset: PreparedDataset, out: Path) -> list[Path]:
+def _data_figures(exp: Experiment, name: str, dataset: ExperimentData, out: Path) -> list[Path]:
     train, classes = dataset.split("train"), dataset.classes
     samples = [None if i is None else train.images[i]
                for i in first_index_per_class(train.labels, len(classes))]
@@ -339,7 +328,7 @@ def _feature_maps(model: nn.Module, image: np.ndarray, exp: Experiment
 
     hooks = [module.register_forward_hook(keep(label)) for label, module in _convs(model)]
     try:
-        model(normalize(_as_nchw(image[None]), exp.normalize))
+        model(model_input(_as_nchw(image[None]), exp))
     finally:
         for hook in hooks:
             hook.remove()

@@ -15,7 +15,7 @@ from cnnlab.data.prepared import Split
 from cnnlab.errors import CnnlabError
 
 
-def seeded_subset(n: int, k: int | None, seed: int) -> np.ndarray | None:
+def seeded_subset(n: int, k: int | None, seed: int | list[int]) -> np.ndarray | None:
     """Indices of a seeded random subset of k out of n items (sorted), or None for all of them."""
     if k is None or k >= n:
         return None

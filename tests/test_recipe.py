@@ -1,0 +1,215 @@
+"""Each recipe feature of the shared loop on its own: schedules, MixUp, label smoothing, gradient
+clipping, the best checkpoint, Glorot init, and the seeded hold-out and subsets."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_training import RecordingLogger, experiment, separable_dataset
+
+from cnnlab.config import Scheduler
+from cnnlab.data.prepared import PreparedDataset, Split
+from cnnlab.data.selection import select_data
+from cnnlab.errors import CnnlabError
+from cnnlab.mixup import MixUp, mix, mixed_correct, mixed_cross_entropy
+from cnnlab.models import build_model
+from cnnlab.models.init import glorot_uniform_
+from cnnlab.training import train
+
+CPU = torch.device("cpu")
+
+
+def test_onecycle_lr_at_every_step_equals_torchs_own_scheduler():
+    sched = Scheduler(name="onecycle", max_lr=0.0122668, pct_start=0.3)  # recipe D's
+    exp = experiment(epochs=3, log_every=1, scheduler=sched,
+                     optimizer=dataclasses.replace(experiment().optimizer, name="adamw",
+                                                   lr=0.00182, weight_decay=3.5e-5))
+    logger = RecordingLogger()
+    result = train(exp, separable_dataset(n=100), CPU, logger, progress=False)
+    assert result.steps == 3 * 4  # 100 images, batch 32: 4 steps an epoch, the last short
+
+    reference = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.00182)
+    onecycle = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=0.0122668, epochs=3,
+                                                   steps_per_epoch=4, pct_start=0.3,
+                                                   anneal_strategy="cos")
+    expected = []
+    for _ in range(12):
+        expected.append(reference.param_groups[0]["lr"])
+        reference.step()
+        onecycle.step()
+    assert logger.lrs == pytest.approx(expected, rel=1e-12)
+    assert logger.lrs[0] == pytest.approx(0.0122668 / 25)  # starts at max_lr / div_factor
+    assert max(logger.lrs) == pytest.approx(0.0122668, rel=0.05)
+
+
+@pytest.mark.parametrize(("sched", "expected"), [
+    (Scheduler(name="step", step_size=1, gamma=0.5), [1e-3] * 4 + [5e-4] * 4 + [2.5e-4] * 4),
+    (Scheduler(name="multistep", milestones=(2,), gamma=0.1), [1e-3] * 8 + [1e-4] * 4),
+    (Scheduler(name="exponential", gamma=0.5), [1e-3] * 4 + [5e-4] * 4 + [2.5e-4] * 4),
+])
+def test_epoch_schedules_change_the_lr_between_epochs(sched, expected):
+    logger = RecordingLogger()
+    train(experiment(epochs=3, log_every=1, scheduler=sched), separable_dataset(n=100), CPU,
+          logger, progress=False)
+    assert logger.lrs == pytest.approx(expected)
+
+
+def test_cosine_steps_every_batch_down_to_eta_min():
+    logger = RecordingLogger()
+    train(experiment(epochs=2, log_every=1, scheduler=Scheduler(name="cosine", eta_min=1e-5)),
+          separable_dataset(n=100), CPU, logger, progress=False)
+    steps = 8
+    expected = [1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi * t / steps)) / 2
+                for t in range(steps)]
+    assert logger.lrs == pytest.approx(expected)
+
+
+def test_mixup_lambda_is_a_seeded_beta_draw_and_pairs_a_permutation():
+    a, b = MixUp(0.4, seed=7), MixUp(0.4, seed=7)
+    gen = torch.Generator().manual_seed(0)
+    lams = [a.draw(16, gen, CPU)[0] for _ in range(2000)]
+    assert [b.draw(16, torch.Generator(), CPU)[0] for _ in range(3)] == lams[:3]  # seeded
+    # Beta(0.4, 0.4): mean 1/2, variance ab/((a+b)^2 (a+b+1)) = 0.16 / (0.64 * 1.8) = 0.1389
+    assert np.mean(lams) == pytest.approx(0.5, abs=0.03)
+    assert np.var(lams) == pytest.approx(0.1389, abs=0.01)
+    assert 0 <= min(lams) and max(lams) <= 1
+
+    lam, perm = a.draw(16, gen, CPU)
+    assert sorted(perm.tolist()) == list(range(16)) and perm.tolist() != list(range(16))
+    x = torch.arange(16, dtype=torch.float32).view(16, 1, 1, 1).expand(16, 3, 2, 2)
+    mixed = mix(x, lam, perm)
+    assert torch.allclose(mixed[:, 0, 0, 0], lam * torch.arange(16.0) + (1 - lam) * perm.float())
+
+
+def test_mixed_loss_equals_cross_entropy_against_mixed_soft_targets():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    perm, lam = torch.randperm(8), 0.3
+    soft = lam * F.one_hot(labels, 10) + (1 - lam) * F.one_hot(labels[perm], 10)
+    expected = -(soft * logits.log_softmax(1)).sum(1).mean()
+    assert mixed_cross_entropy(logits, labels, lam, perm) == pytest.approx(expected.item(),
+                                                                           rel=1e-6)
+    predicted = logits.argmax(1)
+    expected_correct = (lam * (predicted == labels).sum()
+                        + (1 - lam) * (predicted == labels[perm]).sum())
+    assert mixed_correct(logits, labels, lam, perm).item() == pytest.approx(expected_correct)
+
+
+def test_label_smoothed_loss_is_the_smoothed_target_cross_entropy():
+    torch.manual_seed(1)
+    logits, labels, eps = torch.randn(8, 10), torch.randint(0, 10, (8,)), 0.04
+    log_p = logits.log_softmax(1)
+    # Target (1 - eps) on the true class plus eps / K everywhere (Szegedy et al.).
+    expected = ((1 - eps) * -log_p[torch.arange(8), labels] + eps * -log_p.mean(1)).mean()
+    ident = torch.arange(8)
+    assert mixed_cross_entropy(logits, labels, 1.0, ident, eps).item() == pytest.approx(
+        expected.item(), rel=1e-6)
+    assert F.cross_entropy(logits, labels, label_smoothing=eps).item() == pytest.approx(
+        expected.item(), rel=1e-6)
+
+
+def test_gradient_clipping_bounds_the_update_of_one_sgd_step():
+    # One SGD step (lr 1, no momentum) moves the weights by exactly the clipped gradient,
+    # whose global norm is the clip value when the raw gradient is larger.
+    data = separable_dataset(n=32)
+    sgd = dataclasses.replace(experiment().optimizer, name="sgd", lr=1.0, betas=None, eps=None,
+                              momentum=0.0, nesterov=False)
+    exp = experiment(epochs=1, batch_size=32, optimizer=sgd, grad_clip_norm=1e-3,
+                     augment=dataclasses.replace(experiment().augment, hflip=False,
+                                                 crop_padding=0))
+    torch.manual_seed(exp.seed)
+    before = build_model(exp.model, 2).state_dict()
+    after = train(exp, data, CPU, progress=False).model.state_dict()
+    delta = torch.cat([(after[k] - before[k]).flatten() for k in before])
+    assert delta.norm().item() == pytest.approx(1e-3, rel=1e-4)
+
+    unclipped = train(dataclasses.replace(exp, grad_clip_norm=None), data, CPU,
+                      progress=False).model.state_dict()
+    raw = torch.cat([(unclipped[k] - before[k]).flatten() for k in before])
+    assert raw.norm().item() > 1e-2  # the clip did bind
+
+
+def test_keep_best_returns_the_best_epochs_weights():
+    exp = experiment(epochs=4, eval_each_epoch=True, keep_best=True,
+                     optimizer=dataclasses.replace(experiment().optimizer, lr=3e-2))
+    result = train(exp, separable_dataset(), CPU, progress=False)
+    accuracies = [row["test_accuracy"] for row in result.history]
+    assert result.best_epoch == 1 + int(np.argmax(accuracies))  # the first of any tie
+    assert set(result.best_state) == set(result.model.state_dict())
+    if result.best_epoch == exp.epochs:
+        assert all(torch.equal(v, result.model.state_dict()[k])
+                   for k, v in result.best_state.items())
+
+
+def test_keep_best_needs_per_epoch_scores():
+    with pytest.raises(CnnlabError, match="keep_best needs eval_each_epoch"):
+        experiment(keep_best=True)
+
+
+def test_glorot_uniform_init_has_keras_bounds_and_zero_biases():
+    torch.manual_seed(0)
+    model = glorot_uniform_(build_model("dropcnn", 10))
+    for layer in model.modules():
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+            w = layer.weight
+            fan_in = w.shape[1] * w[0, 0].numel()
+            fan_out = w.shape[0] * w[0, 0].numel()
+            limit = math.sqrt(6 / (fan_in + fan_out))
+            assert w.abs().max() <= limit and w.abs().max() > 0.95 * limit
+            assert w.std().item() == pytest.approx(limit / math.sqrt(3), rel=0.1)
+            assert torch.count_nonzero(layer.bias) == 0
+
+
+def indexed_dataset(n_train=1000, n_test=200) -> PreparedDataset:
+    """Image i of train holds the number i in its first pixels, so subsets can be identified."""
+    def split(n, offset):
+        images = np.zeros((n, 4, 4, 3), np.uint8)
+        ids = np.arange(n) + offset
+        images[:, 0, 0, 0], images[:, 0, 0, 1] = ids % 256, ids // 256
+        return Split(images, (ids % 2).astype(np.int64))
+    return PreparedDataset("toy", ("a", "b"), {"train": split(n_train, 0),
+                                               "test": split(n_test, 5000)})
+
+
+def ids(split: Split) -> set[int]:
+    pixels = split.images[:, 0, 0, :2].astype(int)
+    return set((pixels[:, 0] + 256 * pixels[:, 1]).tolist())
+
+
+def test_holdout_and_subsets_are_seeded_sized_and_disjoint():
+    dataset = indexed_dataset()
+    exp = experiment(val_fraction=0.2, train_fraction=0.5, eval_fraction=0.1, data_seed=42)
+    a, b = select_data(exp, dataset), select_data(exp, dataset)
+    other = select_data(dataclasses.replace(exp, data_seed=43), dataset)
+    assert (len(a.split("train")), len(a.split("val")), len(a.split("test"))) == (400, 200, 20)
+    for name in ("train", "val", "test"):
+        assert ids(a.split(name)) == ids(b.split(name))  # same data_seed, same images
+        assert ids(a.split(name)) != ids(other.split(name))
+    assert not ids(a.split("train")) & ids(a.split("val"))  # the hold-out never leaks
+    assert ids(a.split("train")) | ids(a.split("val")) <= set(range(1000))
+    assert ids(a.split("test")) <= set(range(5000, 5200))
+    # The training seed does not move the data: a sweep over seeds trains on the same images.
+    assert ids(select_data(dataclasses.replace(exp, seed=9), dataset).split("train")) == ids(
+        a.split("train"))
+
+
+def test_holdout_is_the_studys_train_test_split():
+    from sklearn.model_selection import train_test_split
+
+    dataset = indexed_dataset()
+    _, val_idx = train_test_split(np.arange(1000), test_size=0.2, random_state=42)
+    data = select_data(experiment(val_fraction=0.2, data_seed=42), dataset)
+    assert ids(data.split("val")) == set(val_idx.tolist())
+
+
+def test_val_split_needs_a_holdout_and_a_dataset_val_split_is_not_held_out_twice():
+    with pytest.raises(CnnlabError, match="has no split 'val'.*val_fraction > 0"):
+        select_data(experiment(), indexed_dataset()).split("val")
+    dataset = indexed_dataset()
+    with_val = PreparedDataset("coco", dataset.classes, {**dataset.splits,
+                                                         "val": dataset.split("test")})
+    with pytest.raises(CnnlabError, match="already has a val split"):
+        select_data(experiment(val_fraction=0.2), with_val)
