@@ -81,10 +81,37 @@ def test_experiment_names_must_be_safe_file_names(raw):
         parse_params(data)
 
 
-def test_profile_caps_epochs_and_train_images(raw):
-    data = with_change(raw, "profile", {"max_epochs": 1, "max_train_images": 500})
+def test_profile_caps_epochs_and_train_and_eval_images(raw):
+    data = with_change(raw, "profile", {"max_epochs": 1, "max_train_images": 500,
+                                        "max_eval_images": 100})
     exp = parse_params(data).experiment("cnn")
-    assert (exp.epochs, exp.train_subset) == (1, 500)
+    assert (exp.epochs, exp.train_subset, exp.eval_subset) == (1, 500, 100)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("experiments.deepcnn.scheduler.name", "cyclic",
+         r"scheduler\.name: 'cyclic' is not valid \(choose from: none, onecycle, cosine"),
+        ("experiments.deepcnn.mixup_alpha", -0.4, r"mixup_alpha: must be >= 0"),
+        ("experiments.deepcnn.augment.autoaugment", "imagenet", r"autoaugment: 'imagenet' is not"),
+        ("experiments.deepcnn.augment.order", ["hflip", "crop"], r"must list each of hflip, crop"),
+        ("experiments.dropcnn_sgd.optimizer.preset", "jax", r"preset: 'jax' is not valid"),
+        ("experiments.dropcnn_sgd.optimizer.betas", [0.9, 0.99], r"sgd has no such setting"),
+        ("experiments.deepcnn.eval_each_epoch", False, r"keep_best needs eval_each_epoch"),
+        ("experiments.cnn.weights", "imagenet", r"'cnn' is trained from scratch"),
+        ("experiments.dropcnn_adam.val_fraction", 1.5, r"val_fraction: must be <= 0\.9"),
+        ("experiments.vgg16_tl.train_fraction", 0, r"train_fraction: must be > 0"),
+    ],
+)
+def test_recipe_params_are_checked_at_load(raw, key, value, message):
+    with pytest.raises(ParamsError, match=message):
+        parse_params(with_change(raw, key, value))
+
+
+def test_onecycle_max_lr_defaults_to_the_optimizer_lr(raw):
+    data = with_change(raw, "experiments.deepcnn.scheduler", {"name": "onecycle"})
+    assert parse_params(data).experiment("deepcnn").scheduler.max_lr == 0.00182
 
 
 def test_invalid_yaml_is_one_line(tmp_path):

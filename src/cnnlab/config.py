@@ -192,6 +192,7 @@ class Experiment:
     train_fraction: float = field(default=1.0, metadata={"gt": 0, "max": 1})  # of what is left
     eval_fraction: float = field(default=1.0, metadata={"gt": 0, "max": 1})  # of eval_split
     train_subset: int | None = field(default=None, metadata={"min": 1})  # a cap, in images
+    eval_subset: int | None = field(default=None, metadata={"min": 1})  # a cap on eval_split
     eval_split: str = "test"
     also_evaluate: tuple[str, ...] = ()  # more splits to score (accuracy) beside eval_split
     eval_each_epoch: bool = False  # score eval_split and also_evaluate after every epoch
@@ -226,6 +227,7 @@ class Profile:
 
     max_epochs: int | None = field(default=None, metadata={"min": 1})
     max_train_images: int | None = field(default=None, metadata={"min": 1})
+    max_eval_images: int | None = field(default=None, metadata={"min": 1})
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,9 @@ class Params:
         if self.profile.max_train_images is not None:
             caps["train_subset"] = min(exp.train_subset or self.profile.max_train_images,
                                        self.profile.max_train_images)
+        if self.profile.max_eval_images is not None:
+            caps["eval_subset"] = min(exp.eval_subset or self.profile.max_eval_images,
+                                      self.profile.max_eval_images)
         return dataclasses.replace(exp, **caps)
 
 

@@ -4,7 +4,8 @@ Every choice here uses the experiment's data_seed, never its training seed, so a
 trains on the same images. Order of operations: hold out `val_fraction` of train as "val"
 (scikit-learn's train_test_split, as study 004 did with random_state=42), then keep a seeded
 `train_fraction` of what is left (capped at `train_subset` images), and a seeded `eval_fraction`
-of the eval split. The hold-out is taken first, so no subset can overlap it.
+of the eval split (capped at `eval_subset`). The hold-out is taken first, so no subset can
+overlap it.
 """
 
 from __future__ import annotations
@@ -47,9 +48,12 @@ def select_data(exp: Experiment, dataset: PreparedDataset) -> ExperimentData:
     if exp.train_subset is not None:
         keep = min(keep, exp.train_subset)
     splits["train"] = take(train, seeded_subset(len(train), keep, exp.data_seed))
-    if exp.eval_fraction < 1:
-        scored = dataset.split(exp.eval_split) if exp.eval_split != "val" else splits["val"]
+    if exp.eval_fraction < 1 or exp.eval_subset is not None:
+        scored = splits[exp.eval_split] if exp.eval_split in splits else dataset.split(
+            exp.eval_split)  # the error names the splits there are
         keep = fraction_count(len(scored), exp.eval_fraction)
+        if exp.eval_subset is not None:
+            keep = min(keep, exp.eval_subset)
         # A stream of its own, so the eval subset does not depend on the train settings.
         splits[exp.eval_split] = take(scored, seeded_subset(len(scored), keep,
                                                             [exp.data_seed, 1]))
