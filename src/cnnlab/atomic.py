@@ -14,11 +14,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _remove_stale(final: Path) -> None:
+    """Temporaries a killed run (SIGKILL, power loss) left beside `final`. Each final path has
+    one writer at a time (DVC locks the stage), so any such leftover is stale."""
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `final`; on success rename it to `final`, else remove it."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(final)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -34,6 +45,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary directory beside `final`; on success it replaces `final` whole."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp

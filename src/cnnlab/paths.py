@@ -29,6 +29,12 @@ def best_checkpoint(experiment: str) -> Path:
     return model_dir(experiment) / "best.pt"
 
 
+def resume_checkpoint(experiment: str) -> Path:
+    # Not a DVC output on purpose: DVC deletes a stage's outputs before re-running it, and this
+    # file must survive a killed run so the next one resumes. Removed when training completes.
+    return DATA / "resume" / f"{experiment}.pt"
+
+
 def train_log_dir(experiment: str) -> Path:
     return METRICS / experiment / "train"
 

@@ -25,6 +25,7 @@ from cnnlab.evaluation import predict, predictions_table
 from cnnlab.figures import grad_norms_figure, loss_curves_figure
 from cnnlab.metrics import classification_metrics, classification_report_rows
 from cnnlab.models import count_params
+from cnnlab.resume import ResumeFile, fingerprint
 from cnnlab.runinfo import run_info
 from cnnlab.tracking import training_log
 from cnnlab.training import train
@@ -68,8 +69,10 @@ def train_experiment(params: Params, name: str) -> None:
     exp = params.experiment(name)
     device = resolve_device(exp.device)
     dataset = load_prepared(paths.prepared_dir(exp.dataset))
+    resume = ResumeFile(paths.resume_checkpoint(name),
+                        fingerprint(exp, dataset.name, len(dataset.split("train"))))
     with training_log(paths.train_log_dir(name)) as (logger, summary):
-        result = train(exp, dataset, device, logger, name=name)
+        result = train(exp, dataset, device, logger, name=name, resume=resume)
         with atomic_dir(paths.model_dir(name)) as out:
             torch.save(result.model.state_dict(), out / paths.model_checkpoint(name).name)
             if result.best_state is not None:
@@ -88,6 +91,7 @@ def train_experiment(params: Params, name: str) -> None:
             seconds_per_epoch=result.train_seconds / result.epochs,
             device=describe_device(device),
         )
+    resume.clear()  # every output is in place: nothing left to resume
     print(f"{name}: trained {result.epochs} epochs in {result.train_seconds:.1f}s "
           f"({result.images_per_second:.0f} img/s) on {describe_device(device)}")
 

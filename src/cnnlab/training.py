@@ -28,6 +28,7 @@ from cnnlab.mixup import MixUp, mix, mixed_correct, mixed_cross_entropy
 from cnnlab.models import build_model
 from cnnlab.models.init import INITIALISERS
 from cnnlab.optim import build_optimizer
+from cnnlab.resume import ResumeFile
 from cnnlab.schedulers import build_scheduler
 
 
@@ -69,10 +70,13 @@ def train(
     logger: TrainLogger | None = None,
     progress: bool = True,
     name: str = "train",
+    resume: ResumeFile | None = None,
 ) -> TrainResult:
     """Train `exp` on its selection of `dataset` (cnnlab.data.selection). Per-epoch scoring
-    runs outside the timed training, so seconds per epoch stay comparable."""
+    runs outside the timed training, so seconds per epoch stay comparable. With `resume`, the
+    state after each epoch is saved there, and a saved state of the same run is continued."""
     data = select_data(exp, dataset)
+    logger = _Recorder(logger)  # keeps what was logged, so a resumed run can replay it
     torch.manual_seed(exp.seed)  # model initialisation
     gen = torch.Generator(device=device).manual_seed(exp.seed)  # shuffling and augmentation
     train_data = DeviceSplit(data.split("train"), device)
@@ -88,7 +92,25 @@ def train(
     step, history = 0, []
     best_epoch, best_accuracy, best_state = None, -1.0, None
     window = _Window(device)
-    for epoch in range(1, exp.epochs + 1):
+    saved = resume.load() if resume is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if schedule.scheduler is not None:
+            schedule.scheduler.load_state_dict(saved["scheduler"])
+        gen.set_state(saved["gen"])  # a generator's state is a CPU tensor on every device
+        torch.set_rng_state(saved["torch_rng"])
+        if mixup is not None:
+            mixup.rng.bit_generator.state = saved["mixup_rng"]
+        window.total.copy_(saved["window_total"])
+        window.count = saved["window_count"]
+        step, history = saved["step"], saved["history"]
+        best_epoch, best_accuracy, best_state = (saved["best_epoch"], saved["best_accuracy"],
+                                                 saved["best_state"])
+        logger.replay(saved["log"])
+        if progress:
+            tqdm.write(f"{name}: resuming after epoch {len(history)} from {resume.path}")
+    for epoch in range(len(history) + 1, exp.epochs + 1):
         model.train()
         epoch_start = time.perf_counter()
         epoch_loss = torch.zeros((), device=device)
@@ -151,10 +173,50 @@ def train(
                                            if k.endswith(("_loss", "_accuracy"))})
         if progress:
             tqdm.write(_epoch_line(name, exp.epochs, row))
+        if resume is not None and epoch < exp.epochs:
+            resume.save({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": schedule.scheduler.state_dict() if schedule.scheduler else None,
+                "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "mixup_rng": mixup.rng.bit_generator.state if mixup is not None else None,
+                "window_total": window.total, "window_count": window.count,
+                "step": step, "history": history, "best_epoch": best_epoch,
+                "best_accuracy": best_accuracy, "best_state": best_state,
+                "log": logger.records,
+            })
     train_seconds = sum(row["epoch_seconds"] for row in history)  # per-epoch scoring excluded
     return TrainResult(model.eval(), train_seconds, exp.epochs, len(train_data), step,
                        len(train_data) * exp.epochs / train_seconds, history, best_epoch,
                        best_state)
+
+
+class _Recorder:
+    """Passes log calls on to the real logger (if any) and keeps them, in order."""
+
+    def __init__(self, logger: TrainLogger | None):
+        self.logger = logger
+        self.records: list[list] = []
+
+    def __bool__(self) -> bool:
+        return self.logger is not None
+
+    def replay(self, records: list[list]) -> None:
+        for method, *args in records:
+            getattr(self, method)(*args)
+
+    def log_step(self, step: int, loss: float, lr: float) -> None:
+        self._call("log_step", step, loss, lr)
+
+    def log_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
+        self._call("log_epoch", epoch, step, metrics)
+
+    def log_grad_norms(self, step: int, norms: dict[str, float]) -> None:
+        self._call("log_grad_norms", step, norms)
+
+    def _call(self, method: str, *args) -> None:
+        self.records.append([method, *args])
+        if self.logger is not None:
+            getattr(self.logger, method)(*args)
 
 
 class _Window:
