@@ -213,3 +213,23 @@ def test_val_split_needs_a_holdout_and_a_dataset_val_split_is_not_held_out_twice
                                                          "val": dataset.split("test")})
     with pytest.raises(CnnlabError, match="already has a val split"):
         select_data(experiment(val_fraction=0.2), with_val)
+
+
+def test_the_optimizer_gets_only_the_trainable_parameters(monkeypatch):
+    import cnnlab.training
+
+    seen = {}
+    real = cnnlab.training.build_optimizer
+
+    def spy(params, cfg):
+        seen["params"] = list(params)
+        return real(seen["params"], cfg)
+
+    monkeypatch.setattr(cnnlab.training, "build_optimizer", spy)
+    exp = experiment(model="resnet18_tl", epochs=1, batch_size=16)
+    result = train(exp, separable_dataset(n=16), CPU, progress=False)
+    trainable = [p for p in result.model.parameters() if p.requires_grad]
+    assert len(seen["params"]) == len(trainable)
+    assert all(a is b for a, b in zip(seen["params"], trainable, strict=True))
+    # layer4 + fc: 8,393,728 + 1,026 (2 classes)
+    assert sum(p.numel() for p in seen["params"]) == 8_393_728 + 1_026
