@@ -20,7 +20,7 @@ def test_cnn_two_epochs_on_a_seeded_10k_subset_reaches_50_percent(real_cifar10):
     cpu = torch.device("cpu")
     result = train(exp, real_cifar10, cpu, progress=False)
     test = real_cifar10.split("test")
-    probs = predict(result.model, DeviceSplit(test, cpu), exp.normalize)
+    probs = predict(result.model, DeviceSplit(test, cpu), exp)
     metrics = classification_metrics(test.labels, probs.argmax(1), real_cifar10.classes)
     print(f"cnn, 2 epochs on 10,000 images: test accuracy {metrics['accuracy']:.4f}")
     assert result.train_images == 10_000 and len(test) == 10_000
