@@ -77,10 +77,18 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+TIMINGS = ("train_seconds", "seconds_per_epoch")
+
+
 def copy_metrics(experiments, root: Path) -> None:
-    (root / "metrics").mkdir(exist_ok=True)
-    for exp in experiments:
-        shutil.copy(FIXTURES / "metrics" / f"{exp}.json", root / "metrics" / f"{exp}.json")
+    """Each fixture as the pipeline writes it: metrics/<exp>.json without timings, which live in
+    the train summary metrics/<exp>/train/metrics.json."""
+    for exp, record in fixture_metrics(experiments).items():
+        summary = root / "metrics" / exp / "train" / "metrics.json"
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.write_text(json.dumps({k: record[k] for k in TIMINGS}), encoding="utf-8")
+        evaluated = {k: v for k, v in record.items() if k not in TIMINGS}
+        (root / "metrics" / f"{exp}.json").write_text(json.dumps(evaluated), encoding="utf-8")
 
 
 def test_report_of_all_twelve_experiments_matches_golden():
@@ -97,7 +105,7 @@ def test_write_report_from_metrics_files_matches_golden(workdir, capsys):
     check_golden(written, FIXTURES / "current")
     # Written through a temporary folder that is gone afterwards.
     assert sorted(p.name for p in (workdir / "metrics").iterdir()) == sorted(
-        [f"{exp}.json" for exp in CURRENT] + ["report"])
+        [f"{exp}.json" for exp in CURRENT] + CURRENT + ["report"])
     assert "not in params.yaml yet: vgg16_tl" in capsys.readouterr().out
 
 
@@ -193,6 +201,19 @@ def test_unreadable_metrics_is_one_line(workdir, text, message):
     with pytest.raises(CnnlabError, match=message) as info:
         write_report(project_params(["cnn"]))
     assert "\n" not in str(info.value)
+
+
+def test_train_seconds_come_from_the_train_summary(workdir):
+    copy_metrics(["cnn"], workdir)
+    summary = workdir / "metrics/cnn/train/metrics.json"
+    summary.write_text('{"train_seconds": 12.25}', encoding="utf-8")
+    write_report(project_params(["cnn"]))
+    rows = (workdir / REPORT_DIR / CSV_FILES["all"]).read_text(encoding="utf-8").splitlines()
+    assert rows[1].split(",")[8] == "12.25"
+    summary.unlink()
+    with pytest.raises(CnnlabError, match=r"^metrics/cnn/train/metrics\.json not found "
+                                          r"\(run `dvc repro train@cnn` first\)$"):
+        write_report(project_params(["cnn"]))
 
 
 def test_stage_script_reports_a_missing_metrics_file_as_one_error_line(workdir):

@@ -43,6 +43,7 @@ def comparison_rows(experiments: Sequence[str]) -> list[dict[str, object]]:
     rows = []
     for exp in experiments:
         m = json.loads(paths.metrics_file(exp).read_text(encoding="utf-8"))
+        train = json.loads(paths.train_summary(exp).read_text(encoding="utf-8"))
         reported = REPORTED.get(exp, {})
         norms = grad_norm_means(exp)
         rows.append({
@@ -52,7 +53,7 @@ def comparison_rows(experiments: Sequence[str]) -> list[dict[str, object]]:
             "train_accuracy": round(m["train_accuracy"], 4) if "train_accuracy" in m else None,
             "f1_macro": round(m["f1_macro"], 4),
             "epochs": m["epochs"],
-            "train_seconds": round(m["train_seconds"], 1),
+            "train_seconds": round(train["train_seconds"], 1),
             "first_layer_grad_norm": round(next(iter(norms.values())), 6) if norms else None,
             "study_val_accuracy": reported.get("val_accuracy"),
             "study_train_accuracy": reported.get("train_accuracy"),

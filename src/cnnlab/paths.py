@@ -39,6 +39,11 @@ def train_log_dir(experiment: str) -> Path:
     return METRICS / experiment / "train"
 
 
+def train_summary(experiment: str) -> Path:
+    """The training run's summary: epochs, steps and its timings (which differ run to run)."""
+    return train_log_dir(experiment) / "metrics.json"
+
+
 def metrics_file(experiment: str) -> Path:
     return METRICS / f"{experiment}.json"
 

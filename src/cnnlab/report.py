@@ -1,7 +1,7 @@
 """The report stage: Markdown and CSV tables comparing the experiments, from saved metrics only.
 
 Every table is a pure function of a mapping experiment -> metrics dict (the content of
-metrics/<exp>.json), so tests can feed fixed metrics. The keys of that mapping are the experiments
+metrics/<exp>.json, plus train_seconds from the train summary), so tests can feed fixed metrics. The keys of that mapping are the experiments
 params.yaml defines: a table covers the ones of its study, and lists the study's other experiments
 under it as "not in params.yaml yet". `write_report` reads the metrics files and writes every output
 at once (OUTPUT_FILES, always the same list) into metrics/report/.
@@ -53,8 +53,11 @@ HW4_FIGURES = {"loss_curves.png": "loss curves",
 
 # Every key of metrics/<exp>.json that some table reads (train_accuracy is optional).
 REQUIRED_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "params",
-                 "trainable_params", "train_seconds", "epochs", "train_images", "dataset",
-                 "split", "eval_images", "model", "device")
+                 "trainable_params", "epochs", "train_images", "dataset", "split",
+                 "eval_images", "model", "device")
+# Read from the train summary (metrics/<exp>/train/metrics.json): timings are kept out of
+# metrics/<exp>.json so that it is bit-identical from run to run.
+TIMING_KEYS = ("train_seconds",)
 
 MISSING = "—"  # a Markdown cell with no value; the CSV leaves it empty
 
@@ -322,18 +325,26 @@ def load_metrics(experiments: Sequence[str]) -> dict[str, dict[str, object]]:
         raise CnnlabError(f"{files} not found (run `dvc repro {targets}` first)")
     metrics = {}
     for exp in experiments:
-        path = paths.metrics_file(exp)
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise CnnlabError(f"{path} is not valid JSON ({exc}); re-run "
-                              f"`dvc repro -f evaluate@{exp}`") from exc
-        absent = [key for key in REQUIRED_KEYS if not isinstance(record, dict) or key not in record]
-        if absent:
-            raise CnnlabError(f"{path} lacks {', '.join(absent)}; re-run "
-                              f"`dvc repro -f evaluate@{exp}`")
-        metrics[exp] = record
+        record = _read_record(paths.metrics_file(exp), REQUIRED_KEYS, f"evaluate@{exp}")
+        timings = _read_record(paths.train_summary(exp), TIMING_KEYS, f"train@{exp}")
+        metrics[exp] = {**record, **{key: timings[key] for key in TIMING_KEYS}}
     return metrics
+
+
+def _read_record(path: Path, required: Sequence[str], stage: str) -> dict[str, object]:
+    """A JSON object holding `required`; anything else is a one-line error naming the stage
+    that writes it."""
+    if not path.is_file():
+        raise CnnlabError(f"{path} not found (run `dvc repro {stage}` first)")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CnnlabError(f"{path} is not valid JSON ({exc}); re-run "
+                          f"`dvc repro -f {stage}`") from exc
+    absent = [key for key in required if not isinstance(record, dict) or key not in record]
+    if absent:
+        raise CnnlabError(f"{path} lacks {', '.join(absent)}; re-run `dvc repro -f {stage}`")
+    return record
 
 
 def optimizer_label(optimizer: OptimizerConfig) -> str:
