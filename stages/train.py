@@ -1,4 +1,5 @@
-"""DVC stage train@<exp>: train one experiment from params.yaml."""
+"""DVC stage train@<exp>: train one experiment from params.yaml. Started by
+`torchrun --nproc_per_node N stages/train.py <exp>`, it trains data-parallel on N ranks."""
 
 import argparse
 

@@ -48,6 +48,7 @@ class LocalServer:
       not_found(path)             -> 404 on every request
       fail(path, times, status)   -> `status` (default 500) with a short body
       cut(path, times, keep)      -> full Content-Length, only `keep` bytes, then close
+      redirect(path, location)    -> 302 to `location` on every request
     `count(path)` is how many requests reached `path`; `requests[path]` holds their headers.
     Range requests of the form "bytes=N-" get a 206 unless `ranges=False`.
     `delay` (seconds) is slept before every answer, to stand in for a distant host.
@@ -70,6 +71,7 @@ class LocalServer:
         self.delay = delay
         self.requests: dict[str, list[dict[str, str]]] = {}
         self._missing: set[str] = set()
+        self._redirects: dict[str, str] = {}  # path -> Location
         self._fail: dict[str, tuple[int, int]] = {}  # path -> (times left, status)
         self._cut: dict[str, tuple[int, int | None]] = {}  # path -> (times left, bytes kept)
         self._lock = threading.Lock()
@@ -85,6 +87,9 @@ class LocalServer:
 
     def not_found(self, path: str) -> None:
         self._missing.add(_norm(path))
+
+    def redirect(self, path: str, location: str) -> None:
+        self._redirects[_norm(path)] = location
 
     def fail(self, path: str, times: int = 1, status: int = 500) -> None:
         self._fail[_norm(path)] = (times, status)
@@ -138,11 +143,14 @@ class LocalServer:
     # --- used by the handler -------------------------------------------------------------
 
     def _record(self, path: str, headers: dict[str, str]) -> tuple[str, object]:
-        """Log the request and decide what to answer: ("404"|"fail"|"cut"|"ok", detail)."""
+        """Log the request and decide what to answer: ("404"|"redirect"|"fail"|"cut"|"ok",
+        detail)."""
         with self._lock:
             self.requests.setdefault(path, []).append(headers)
             if path in self._missing:
                 return "404", None
+            if path in self._redirects:
+                return "redirect", self._redirects[path]
             times, status = self._fail.get(path, (0, 0))
             if times > 0:
                 self._fail[path] = (times - 1, status)
@@ -172,6 +180,14 @@ class _Handler(BaseHTTPRequestHandler):
         action, detail = self.owner._record(path, dict(self.headers.items()))
         if self.owner.delay:
             time.sleep(self.owner.delay)
+        if action == "redirect":
+            self.send_response(302)
+            self.send_header("Location", detail)
+            self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            return
         body = self.owner._content(path)
         if action == "404" or body is None:
             return self._plain(404, b"not found\n")

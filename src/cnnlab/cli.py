@@ -17,6 +17,21 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated
 
 
+def _close_progress_bars() -> None:
+    """A stage that fails inside a loop leaves its tqdm bar open, mid-line on stderr. Closing it
+    (a bar made with leave=False clears itself) lets the error start a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(tqdm._instances):
+        bar.close()
+
+
+def _fail(message: str, code: int) -> None:
+    _close_progress_bars()
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main(); a CnnlabError becomes `error: <message>` on stderr and exit code 1.
     SIGTERM exits 143 after cleaning up; a training run continues from its last epoch when the
@@ -25,11 +40,8 @@ def run_stage(main: Callable[[], None]) -> None:
     try:
         main()
     except CnnlabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        _fail(str(exc), 1)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _fail("interrupted", 130)
     except Terminated:
-        print("error: terminated (SIGTERM); run the stage again to resume", file=sys.stderr)
-        sys.exit(143)
+        _fail("terminated (SIGTERM); run the stage again to resume", 143)

@@ -42,6 +42,22 @@ class _Transient(Exception):
     """A failure that another attempt may not hit; str() is the one-line reason."""
 
 
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """urllib follows a redirect to ftp:// too (it stops only file:// and the like): a source
+    given as http(s) must not be turned into another scheme by whoever answers it."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+        if scheme not in ("http", "https"):
+            fp.close()
+            raise CnnlabError(f"{req.full_url} redirects to {newurl}: only http(s) redirects "
+                              f"are followed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpRedirectsOnly)
+
+
 def download(
     url: str,
     dest: str | os.PathLike,
@@ -187,7 +203,7 @@ def _attempt(
             headers["If-Range"] = state.validator
     request = urllib.request.Request(url, headers=headers)
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = _OPENER.open(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         e.close()
         reason = f"HTTP {e.code} {e.reason}"

@@ -9,8 +9,10 @@ from torch import nn
 from cnnlab.augment import eval_batch_size, model_input
 from cnnlab.config import Experiment
 from cnnlab.data.loader import DeviceSplit
+from cnnlab.memory import scoring_memory
 
 
+@scoring_memory  # out of memory: one line naming the batch size
 @torch.no_grad()
 def predict(model: nn.Module, data: DeviceSplit, exp: Experiment, batch_size: int | None = None
             ) -> np.ndarray:

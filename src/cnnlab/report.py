@@ -1,15 +1,15 @@
 """The report stage: Markdown and CSV tables comparing the experiments, from saved metrics only.
 
 Every table is a pure function of a mapping experiment -> metrics dict (the content of
-metrics/<exp>.json, plus train_seconds from the train summary), so tests can feed fixed metrics. The keys of that mapping are the experiments
-params.yaml defines: a table covers the ones of its study, and lists the study's other experiments
-under it as "not in params.yaml yet". `write_report` reads the metrics files and writes every output
-at once (OUTPUT_FILES, always the same list) into metrics/report/.
+metrics/<exp>.json, plus train_seconds from the train summary), so tests can feed fixed metrics.
+The keys of that mapping are the experiments params.yaml defines: a table covers the ones of its
+study, and lists the study's other experiments under it as "not in params.yaml yet". `write_report`
+reads the metrics files and writes every output at once (OUTPUT_FILES, always the same list) into
+metrics/report/.
 
 CSVs hold the values as saved (fractions, seconds, counts), one row per defined experiment; a table
 with no defined experiment is written as its header line alone. The Markdown formats them (71.96%,
-0.7154, 2,122,186, 182.9) and links each experiment's figures relative to the report file.
-"""
+0.7154, 2,122,186, 182.9) and links each experiment's figures relative to the report file."""
 
 from __future__ import annotations
 

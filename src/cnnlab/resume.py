@@ -6,9 +6,10 @@ MixUp), the loss window, the epoch history and the log records so far. Re-runnin
 experiment loads it and continues, so a run killed mid-epoch (SIGTERM or SIGKILL) and re-run ends
 with the same weights and metrics, bit for bit on the CPU, as one never interrupted.
 
-The file is written atomically and stamped with a fingerprint of the experiment's settings and its
-data; a file from other settings is ignored, never half-applied. torch.load reads it with
-weights_only=True: tensors and plain containers, no code.
+The file is written atomically and stamped with a fingerprint of the experiment's settings, its
+data and the number of processes; a file from other settings is ignored, never half-applied.
+torch.load reads it with weights_only=True: tensors and plain containers, no code. Under torchrun,
+rank 0 writes it with every rank's own random streams, and each rank loads the file and its own.
 """
 
 from __future__ import annotations
@@ -22,16 +23,18 @@ from typing import Any
 import torch
 
 from cnnlab.atomic import atomic_path
+from cnnlab.checkpoints import UnsafeCheckpoint, read_tensors
 from cnnlab.config import Experiment
 
-FORMAT = 1
+FORMAT = 2  # 2: the per-rank streams under "ranks"
 
 
-def fingerprint(exp: Experiment, dataset_name: str, train_images: int) -> str:
+def fingerprint(exp: Experiment, dataset_name: str, train_images: int, processes: int = 1) -> str:
     """What must be equal for a saved state to continue this run. Not the device: a run may
-    resume on another one (then bit-identity is not promised, the training still is correct)."""
+    resume on another one (then bit-identity is not promised, the training still is correct).
+    The number of processes, though: each has random streams and BatchNorm batches of its own."""
     settings = dataclasses.asdict(dataclasses.replace(exp, device="auto"))
-    text = json.dumps([settings, dataset_name, train_images, FORMAT], sort_keys=True,
+    text = json.dumps([settings, dataset_name, train_images, processes, FORMAT], sort_keys=True,
                       default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -42,11 +45,15 @@ class ResumeFile:
         self.stamp = stamp
 
     def load(self) -> dict[str, Any] | None:
-        """The saved state of this very run, or None (no file, or one from other settings)."""
+        """The saved state of this very run, or None (no file, or one from other settings).
+        A file naming Python objects beyond tensors was not written by cnnlab: it is refused
+        (UnsafeCheckpoint) rather than silently replaced, so the user learns of it."""
         if not self.path.is_file():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            state = read_tensors(self.path)
+        except UnsafeCheckpoint:
+            raise
         except Exception:  # noqa: BLE001 - a damaged file only costs the progress it held
             return None
         return state if isinstance(state, dict) and state.get("stamp") == self.stamp else None

@@ -23,7 +23,9 @@ from cnnlab.config import Experiment
 from cnnlab.data.loader import DeviceSplit
 from cnnlab.data.prepared import PreparedDataset
 from cnnlab.data.selection import select_data
+from cnnlab.distributed import SINGLE, Parallel
 from cnnlab.errors import CnnlabError
+from cnnlab.memory import scoring_memory, training_memory
 from cnnlab.mixup import MixUp, mix, mixed_correct, mixed_cross_entropy
 from cnnlab.models import build_model
 from cnnlab.models.init import INITIALISERS
@@ -63,6 +65,7 @@ def epoch_splits(exp: Experiment) -> list[str]:
     return [s for s in (exp.eval_split, *exp.also_evaluate) if s != "train"]
 
 
+@training_memory  # out of memory: one line naming the batch size
 def train(
     exp: Experiment,
     dataset: PreparedDataset,
@@ -71,18 +74,24 @@ def train(
     progress: bool = True,
     name: str = "train",
     resume: ResumeFile | None = None,
+    parallel: Parallel = SINGLE,
 ) -> TrainResult:
     """Train `exp` on its selection of `dataset` (cnnlab.data.selection). Per-epoch scoring
     runs outside the timed training, so seconds per epoch stay comparable. With `resume`, the
-    state after each epoch is saved there, and a saved state of the same run is continued."""
+    state after each epoch is saved there, and a saved state of the same run is continued.
+    Under torchrun, `parallel` is this rank (cnnlab.distributed): it trains its shard of every
+    batch, the logged loss and accuracy are the ranks' together, and only rank 0 saves."""
     data = select_data(exp, dataset)
     logger = _Recorder(logger)  # keeps what was logged, so a resumed run can replay it
     torch.manual_seed(exp.seed)  # model initialisation
     gen = torch.Generator(device=device).manual_seed(exp.seed)  # shuffling and augmentation
     train_data = DeviceSplit(data.split("train"), device)
+    parallel.check_batches(len(train_data), exp.batch_size)
     scored = {split: DeviceSplit(data.split(split), device) for split in epoch_splits(exp)}
     model = build_model(exp.model, len(data.classes), weights=exp.weights)
     model = INITIALISERS[exp.init](model).to(device)
+    own_gen = parallel.own_generator(gen, exp.seed)  # `gen` itself on one process
+    net = parallel.wrap(model)  # DDP on several ranks; `model` itself on one
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(trainable, exp.optimizer)
     steps_per_epoch = train_data.num_batches(exp.batch_size)
@@ -99,10 +108,12 @@ def train(
         if schedule.scheduler is not None:
             schedule.scheduler.load_state_dict(saved["scheduler"])
         gen.set_state(saved["gen"])  # a generator's state is a CPU tensor on every device
-        torch.set_rng_state(saved["torch_rng"])
+        own = saved["ranks"][parallel.rank]  # this rank's streams and loss window
+        own_gen.set_state(own["gen"])
+        torch.set_rng_state(own["torch_rng"])
         if mixup is not None:
             mixup.rng.bit_generator.state = saved["mixup_rng"]
-        window.total.copy_(saved["window_total"])
+        window.total.copy_(own["window_total"])
         window.count = saved["window_count"]
         step, history = saved["step"], saved["history"]
         best_epoch, best_accuracy, best_state = (saved["best_epoch"], saved["best_accuracy"],
@@ -118,14 +129,15 @@ def train(
         bar = tqdm(total=steps_per_epoch, desc=f"{name} {epoch}/{exp.epochs}", unit="step",
                    disable=not progress, leave=False, dynamic_ncols=True)
         for images, labels in train_data.batches(exp.batch_size, gen):
-            x = model_input(images, exp, gen)
+            images, labels = parallel.shard(images), parallel.shard(labels)
+            x = model_input(images, exp, own_gen)
             if mixup is not None:
-                lam, perm = mixup.draw(len(labels), gen, device)
-                logits = model(mix(x, lam, perm))
+                lam, perm = mixup.draw(len(labels), own_gen, device)
+                logits = net(mix(x, lam, perm))
                 loss = mixed_cross_entropy(logits, labels, lam, perm, exp.label_smoothing)
                 correct = mixed_correct(logits.detach(), labels, lam, perm)
             else:
-                logits = model(x)
+                logits = net(x)
                 loss = F.cross_entropy(logits, labels, label_smoothing=exp.label_smoothing)
                 correct = (logits.detach().argmax(1) == labels).sum()
             optimizer.zero_grad(set_to_none=True)
@@ -143,7 +155,7 @@ def train(
             epoch_correct += correct
             bar.update()
             if step % exp.log_every == 0:
-                mean_loss = _read_loss(window.take(), step)
+                mean_loss = _read_loss(parallel.mean(window.take()), step)
                 if logger:
                     logger.log_step(step, mean_loss, lr)
                     if exp.log_grad_norms:
@@ -154,6 +166,7 @@ def train(
         schedule.after_epoch()
         bar.close()
         seconds = time.perf_counter() - epoch_start
+        epoch_loss, epoch_correct = parallel.sum(epoch_loss), parallel.sum(epoch_correct)
         row = {
             "epoch": epoch,
             "train_loss": _read_loss(epoch_loss / len(train_data), step),
@@ -161,6 +174,7 @@ def train(
             "epoch_seconds": seconds,
             "images_per_second": len(train_data) / seconds,
         }
+        # Every rank scores (rank 0's numbers are the ones kept): the others would only wait.
         for split, split_data in scored.items():
             row.update(score(model, split_data, exp, split))
         if exp.keep_best and row[f"{exp.eval_split}_accuracy"] > best_accuracy:
@@ -174,16 +188,19 @@ def train(
         if progress:
             tqdm.write(_epoch_line(name, exp.epochs, row))
         if resume is not None and epoch < exp.epochs:
-            resume.save({
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": schedule.scheduler.state_dict() if schedule.scheduler else None,
-                "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "mixup_rng": mixup.rng.bit_generator.state if mixup is not None else None,
-                "window_total": window.total, "window_count": window.count,
-                "step": step, "history": history, "best_epoch": best_epoch,
-                "best_accuracy": best_accuracy, "best_state": best_state,
-                "log": logger.records,
-            })
+            ranks = parallel.gather({"gen": own_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                                     "window_total": window.total.cpu()})  # on every rank
+            if parallel.is_main:
+                resume.save({
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": schedule.scheduler.state_dict() if schedule.scheduler else None,
+                    "gen": gen.get_state(), "ranks": ranks,
+                    "mixup_rng": mixup.rng.bit_generator.state if mixup is not None else None,
+                    "window_count": window.count,
+                    "step": step, "history": history, "best_epoch": best_epoch,
+                    "best_accuracy": best_accuracy, "best_state": best_state,
+                    "log": logger.records,
+                })
     train_seconds = sum(row["epoch_seconds"] for row in history)  # per-epoch scoring excluded
     return TrainResult(model.eval(), train_seconds, exp.epochs, len(train_data), step,
                        len(train_data) * exp.epochs / train_seconds, history, best_epoch,
@@ -244,6 +261,7 @@ def _epoch_line(name: str, epochs: int, row: dict[str, float]) -> str:
             f"{row['epoch_seconds']:.1f}s  {row['images_per_second']:.0f} img/s")
 
 
+@scoring_memory
 @torch.no_grad()
 def score(model: nn.Module, data: DeviceSplit, exp: Experiment, split: str) -> dict[str, float]:
     """Mean loss and accuracy of `model` on a whole split, in eval mode (then back to train)."""

@@ -39,6 +39,7 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
 
 BIN_DIR = "cifar-10-batches-bin"
+PY_DIR = "cifar-10-batches-py"  # the python version: pickled batches, never read
 TRAIN_BATCHES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 TEST_BATCH = "test_batch.bin"
 META_TXT = "batches.meta.txt"
@@ -71,6 +72,11 @@ def read_cifar10_archive(path: str | os.PathLike) -> PreparedDataset:
         members = _read_zip(path) if container == "zip" else _read_tar(path)
     except _CORRUPT as exc:
         raise CnnlabError(f"truncated or corrupt archive {path}: {exc}") from exc
+    if any(m.parts[0] == PY_DIR for m in members):
+        # Unpickling downloaded data would run whatever code it names: refuse it by name.
+        raise CnnlabError(f"{path} is CIFAR-10's python version (pickled batches), which cnnlab "
+                          f"does not unpickle; use the binary version (cifar-10-binary.tar.gz) "
+                          f"or an ImageFolder archive")
     if any(m.parts[0] == BIN_DIR for m in members):
         fmt = "cifar-binary"
         classes, splits = _parse_binary(path, members)

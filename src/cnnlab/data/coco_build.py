@@ -214,6 +214,10 @@ class _Locator:
         if not isinstance(url, str) or not url:
             raise CnnlabError(f"COCO image {record.get('id')} has no coco_url; set "
                               f"data.coco5.image_source")
+        if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+            # The URL comes from downloaded annotations: it may not reach into local files.
+            raise CnnlabError(f"COCO image {record.get('id')} has coco_url {url!r}: only http(s) "
+                              f"URLs are fetched from the annotations")
         return url
 
     def load(self, job: _Job) -> _Image:

@@ -13,6 +13,7 @@ import torch
 
 from cnnlab.data.prepared import Split
 from cnnlab.errors import CnnlabError
+from cnnlab.memory import is_out_of_memory
 
 
 def seeded_subset(n: int, k: int | None, seed: int | list[int]) -> np.ndarray | None:
@@ -31,10 +32,19 @@ class DeviceSplit:
         images, labels = split.images, split.labels
         if indices is not None:
             images, labels = images[indices], labels[indices]
-        # NHWC on disk -> NCHW for torch, done once here rather than per batch.
-        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-        self.images = self.images.permute(0, 3, 1, 2).contiguous()
-        self.labels = torch.from_numpy(np.ascontiguousarray(labels)).to(device)
+        try:
+            # NHWC on disk -> NCHW for torch, done once here rather than per batch.
+            self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+            self.images = self.images.permute(0, 3, 1, 2).contiguous()
+            self.labels = torch.from_numpy(np.ascontiguousarray(labels)).to(device)
+        except (RuntimeError, MemoryError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            # Not a batch-size problem: the split itself does not fit, so say that instead.
+            raise CnnlabError(f"out of memory on {device} holding {len(labels)} images "
+                              f"({images.nbytes / 2**20:.0f} MiB) on the device; use fewer "
+                              f"(train_fraction, train_subset) or a device with more "
+                              f"memory") from exc
         self.device = device
 
     def __len__(self) -> int:

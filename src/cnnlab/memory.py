@@ -1,0 +1,96 @@
+"""Running out of memory, said in one line with the setting to change.
+
+A batch too large for the device fails deep inside torch, as a different exception on each
+device: torch.OutOfMemoryError on CUDA, a RuntimeError from the CPU allocator ("DefaultCPUAllocator:
+can't allocate memory") or from MPS ("MPS backend out of memory"), MemoryError from NumPy. The
+training and scoring entry points are wrapped here, so the user reads which batch size ran out of
+memory on which device, and the `dvc exp run -S` override that makes it smaller, not a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import torch
+
+from cnnlab.errors import CnnlabError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_ALLOCATOR_MESSAGES = ("DefaultCPUAllocator: can't allocate memory",
+                       "DefaultCPUAllocator: not enough memory", "out of memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _ALLOCATOR_MESSAGES)
+
+
+def smaller_batch(batch_size: int) -> int:
+    """The largest power of two below `batch_size` (1 for a batch of 1 or 2)."""
+    return 1 << max(0, (batch_size - 1).bit_length() - 1)
+
+
+def training_message(batch_size: int, device: torch.device, experiment: str) -> str:
+    where = f"out of memory at batch size {batch_size} on {device} while training"
+    if batch_size == 1:
+        return f"{where}: even one image does not fit; use a smaller model, input size or device"
+    return (f"{where}; try a smaller batch, e.g. "
+            f"-S experiments.{experiment}.batch_size={smaller_batch(batch_size)}")
+
+
+def scoring_message(batch_size: int, device: torch.device) -> str:
+    # The scoring batch is not a param (cnnlab.augment.eval_batch_size): it holds no gradients
+    # and is far cheaper than a training batch, so this means the device is nearly full anyway.
+    return (f"out of memory at batch size {batch_size} on {device} while scoring; free memory "
+            f"on the device or run on one with more")
+
+
+def _arguments(fn: Callable, args: tuple, kwargs: dict) -> dict:
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return bound.arguments
+
+
+def training_memory(train: Callable[P, R]) -> Callable[P, R]:
+    """For cnnlab.training.train(exp, dataset, device, ..., name=...): out of memory becomes a
+    CnnlabError naming the batch size and the device, with a smaller batch to try."""
+
+    @functools.wraps(train)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return train(*args, **kwargs)
+        except (RuntimeError, MemoryError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            given = _arguments(train, args, kwargs)
+            raise CnnlabError(training_message(given["exp"].batch_size,
+                                               torch.device(given["device"]),
+                                               given["name"])) from exc
+
+    return wrapper
+
+
+def scoring_memory(score: Callable[P, R]) -> Callable[P, R]:
+    """For the scoring passes, score(model, data, exp, ...) and predict(model, data, exp,
+    batch_size=None): out of memory becomes a CnnlabError naming the batch size and device."""
+
+    @functools.wraps(score)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return score(*args, **kwargs)
+        except (RuntimeError, MemoryError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            from cnnlab.augment import eval_batch_size  # augment imports torchvision: only now
+
+            given = _arguments(score, args, kwargs)
+            batch = given.get("batch_size") or eval_batch_size(given["exp"])
+            raise CnnlabError(scoring_message(batch, given["data"].device)) from exc
+
+    return wrapper
