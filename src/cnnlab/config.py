@@ -168,6 +168,19 @@ class Scheduler:
 
 
 @dataclass(frozen=True)
+class Speed:
+    """How the loop runs on its device, not what it computes (cnnlab.fastpath). The defaults are
+    the fastest that keep accuracy: on CUDA, bf16 autocast, channels_last and fused optimizers;
+    on the CPU and MPS, plain float32, so CPU runs stay bit-identical from run to run."""
+
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, else fp32
+    channels_last: bool | None = None  # null: on CUDA
+    fused_optimizer: bool | None = None  # null: on CUDA, for the optimizers torch fuses
+    compile: bool = False  # torch.compile the model: the first steps compile, long runs gain
+    deterministic: bool = False  # on CUDA: deterministic kernels, no cuDNN autotuning
+
+
+@dataclass(frozen=True)
 class Experiment:
     model: str = field(metadata={"choices": _model_names})
     dataset: str = field(metadata={"choices": _dataset_names})
@@ -200,6 +213,7 @@ class Experiment:
     log_grad_norms: bool = False  # per-layer gradient norms at every loss record
     log_every: int = field(default=100, metadata={"min": 1})  # steps between loss records
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    speed: Speed = Speed()
 
     def __post_init__(self) -> None:
         if self.keep_best and not self.eval_each_epoch:

@@ -9,6 +9,7 @@ from torch import nn
 from cnnlab.augment import eval_batch_size, model_input
 from cnnlab.config import Experiment
 from cnnlab.data.loader import DeviceSplit
+from cnnlab.fastpath import as_input, autocast, resolve_fastpath
 from cnnlab.memory import scoring_memory
 
 
@@ -19,8 +20,12 @@ def predict(model: nn.Module, data: DeviceSplit, exp: Experiment, batch_size: in
     """Class probabilities (N, num_classes) as float32, in the split's order, the images
     preprocessed and normalised as `exp` trains on them (not augmented)."""
     model.eval()
-    chunks = [torch.softmax(model(model_input(images, exp)).float(), dim=1)
-              for images, _ in data.batches(batch_size or eval_batch_size(exp))]
+    fast = resolve_fastpath(exp.speed, data.device)
+    chunks = []
+    for images, _ in data.batches(batch_size or eval_batch_size(exp)):
+        with autocast(fast):
+            logits = model(as_input(model_input(images, exp), fast))
+        chunks.append(torch.softmax(logits.float(), dim=1))
     return torch.cat(chunks).cpu().numpy()
 
 

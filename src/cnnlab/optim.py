@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.fastpath import FastPath, fused_kwargs
 
 Params = Iterable[torch.nn.Parameter]
 
@@ -62,10 +63,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def build_optimizer(params: Params, cfg) -> torch.optim.Optimizer:
+def build_optimizer(params: Params, cfg, fast: FastPath | None = None) -> torch.optim.Optimizer:
     """Build the optimizer over `params`, which should be only the trainable ones. `cfg` is a
-    validated cnnlab.config.OptimizerConfig, its preset's defaults already filled in."""
+    validated cnnlab.config.OptimizerConfig, its preset's defaults already filled in. `fast`
+    may ask for torch's fused kernel, which computes the same update in one launch."""
     if cfg.name not in OPTIMIZERS:  # a config built in code skips the params.yaml check
         raise CnnlabError(f"unknown optimizer {cfg.name!r} (choose from: "
                           f"{', '.join(sorted(OPTIMIZERS))})")
-    return OPTIMIZERS[cfg.name](params, **{key: getattr(cfg, key) for key in accepted(cfg.name)})
+    cls = OPTIMIZERS[cfg.name]
+    extra = fused_kwargs(cls, fast) if fast is not None else {}
+    return cls(params, **{key: getattr(cfg, key) for key in accepted(cfg.name)}, **extra)

@@ -25,6 +25,14 @@ from cnnlab.data.prepared import PreparedDataset
 from cnnlab.data.selection import select_data
 from cnnlab.distributed import SINGLE, Parallel
 from cnnlab.errors import CnnlabError
+from cnnlab.fastpath import (
+    as_input,
+    autocast,
+    compiled,
+    configure_backends,
+    prepare_model,
+    resolve_fastpath,
+)
 from cnnlab.memory import scoring_memory, training_memory
 from cnnlab.mixup import MixUp, mix, mixed_correct, mixed_cross_entropy
 from cnnlab.models import build_model
@@ -90,10 +98,13 @@ def train(
     scored = {split: DeviceSplit(data.split(split), device) for split in epoch_splits(exp)}
     model = build_model(exp.model, len(data.classes), weights=exp.weights)
     model = INITIALISERS[exp.init](model).to(device)
+    fast = resolve_fastpath(exp.speed, device)
+    configure_backends(fast)
+    prepare_model(model, fast)
     own_gen = parallel.own_generator(gen, exp.seed)  # `gen` itself on one process
-    net = parallel.wrap(model)  # DDP on several ranks; `model` itself on one
+    net = compiled(parallel.wrap(model), fast)  # DDP on several ranks; `model` itself on one
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(trainable, exp.optimizer)
+    optimizer = build_optimizer(trainable, exp.optimizer, fast)
     steps_per_epoch = train_data.num_batches(exp.batch_size)
     schedule = build_scheduler(optimizer, exp.scheduler, exp.epochs, steps_per_epoch)
     mixup = MixUp(exp.mixup_alpha, exp.seed) if exp.mixup_alpha > 0 else None
@@ -130,16 +141,17 @@ def train(
                    disable=not progress, leave=False, dynamic_ncols=True)
         for images, labels in train_data.batches(exp.batch_size, gen):
             images, labels = parallel.shard(images), parallel.shard(labels)
-            x = model_input(images, exp, own_gen)
-            if mixup is not None:
-                lam, perm = mixup.draw(len(labels), own_gen, device)
-                logits = net(mix(x, lam, perm))
-                loss = mixed_cross_entropy(logits, labels, lam, perm, exp.label_smoothing)
-                correct = mixed_correct(logits.detach(), labels, lam, perm)
-            else:
-                logits = net(x)
-                loss = F.cross_entropy(logits, labels, label_smoothing=exp.label_smoothing)
-                correct = (logits.detach().argmax(1) == labels).sum()
+            x = as_input(model_input(images, exp, own_gen), fast)
+            with autocast(fast):  # bf16 on CUDA by default; the losses run in float32
+                if mixup is not None:
+                    lam, perm = mixup.draw(len(labels), own_gen, device)
+                    logits = net(mix(x, lam, perm))
+                    loss = mixed_cross_entropy(logits, labels, lam, perm, exp.label_smoothing)
+                    correct = mixed_correct(logits.detach(), labels, lam, perm)
+                else:
+                    logits = net(x)
+                    loss = F.cross_entropy(logits, labels, label_smoothing=exp.label_smoothing)
+                    correct = (logits.detach().argmax(1) == labels).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if exp.grad_clip_norm is not None:
@@ -268,9 +280,11 @@ def score(model: nn.Module, data: DeviceSplit, exp: Experiment, split: str) -> d
     model.eval()
     loss = torch.zeros((), device=data.device)
     correct = torch.zeros((), device=data.device, dtype=torch.long)
+    fast = resolve_fastpath(exp.speed, data.device)
     for images, labels in data.batches(eval_batch_size(exp)):
-        logits = model(model_input(images, exp))
-        loss += F.cross_entropy(logits, labels, reduction="sum")
+        with autocast(fast):
+            logits = model(as_input(model_input(images, exp), fast))
+            loss += F.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
     model.train()
     n = len(data)
