@@ -221,9 +221,9 @@ def test_the_optimizer_gets_only_the_trainable_parameters(monkeypatch):
     seen = {}
     real = cnnlab.training.build_optimizer
 
-    def spy(params, cfg):
+    def spy(params, cfg, fast=None):
         seen["params"] = list(params)
-        return real(seen["params"], cfg)
+        return real(seen["params"], cfg, fast)
 
     monkeypatch.setattr(cnnlab.training, "build_optimizer", spy)
     exp = experiment(model="resnet18_tl", epochs=1, batch_size=16)
