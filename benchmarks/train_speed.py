@@ -9,7 +9,9 @@ For each experiment and each loop, a fresh process (so peak memory is its own) m
 - augmentation img/s: one epoch of augmented, normalised batches with no model (second pass);
 - eval img/s: scoring --eval-images images of the eval split (second pass);
 - peak host RSS of the main process and of its largest child (DataLoader workers), and the peak
-  GPU memory on CUDA.
+  GPU memory on CUDA;
+- achieved training TFLOP/s (FLOPs per image from torch's FlopCounterMode, times train img/s) as
+  a share of the device's measured dense matmul rate (bf16 on CUDA, float32 on the CPU).
 It prints a table with the ratio cnnlab / study, and writes the same as JSON with --json. The
 machine is shared and noisy: compare the ratios, which come from the same run.
 """
@@ -64,7 +66,8 @@ def benchmark_experiment(exp: Experiment, args) -> Experiment:
     """The experiment's recipe on a seeded subset, for --epochs epochs, no per-epoch scoring."""
     return dataclasses.replace(exp, epochs=args.epochs, train_subset=args.train_images,
                                eval_subset=args.eval_images, eval_each_epoch=False,
-                               keep_best=False, also_evaluate=(), device=args.device)
+                               keep_best=False, also_evaluate=(), device=args.device,
+                               seed=args.seed)
 
 
 def _timed(fn, device: torch.device) -> float:
@@ -135,6 +138,33 @@ def run_study(exp: Experiment, device: torch.device, args) -> dict[str, float]:
             "eval_accuracy": accuracy}
 
 
+def training_flops_per_image(exp: Experiment, num_classes: int, device: torch.device) -> float:
+    """Forward + backward FLOPs of one training image, counted by torch's FlopCounterMode on one
+    batch of the experiment's input size (convolutions and matmuls: what dominates)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(exp.model, num_classes, weights="none").to(device)
+    side = exp.preprocess.center_crop or exp.preprocess.resize or (64 if exp.dataset == "coco5"
+                                                                   else 32)
+    x = torch.randn(8, 3, side, side, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x).sum().backward()
+    return counter.get_total_flops() / len(x)
+
+
+def matmul_flops_per_second(device: torch.device) -> tuple[float, str]:
+    """The device's measured dense matmul rate, the ceiling to compare a loop against: bf16 on
+    CUDA (what the fast path trains in), float32 on the CPU."""
+    dtype, n = (torch.bfloat16, 8192) if device.type == "cuda" else (torch.float32, 2048)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b  # warm-up
+    reps = 20 if device.type == "cuda" else 5
+    seconds = _timed(lambda: [a @ b for _ in range(reps)], device)
+    return 2 * n**3 * reps / seconds, f"{str(dtype).removeprefix('torch.')} {n}x{n} matmul"
+
+
 def child(loop: str, name: str, args) -> None:
     """One measurement in this process; prints one JSON line."""
     exp = benchmark_experiment(load_params().experiment(name), args)
@@ -149,7 +179,8 @@ def child(loop: str, name: str, args) -> None:
 
 
 def measure(loop: str, name: str, args) -> dict[str, float]:
-    cmd = [sys.executable, __file__, name, "--child", loop, "--epochs", str(args.epochs),
+    cmd = [sys.executable, __file__, name, "--child", loop, "--seed", str(args.seed),
+           "--epochs", str(args.epochs),
            "--train-images", str(args.train_images), "--eval-images", str(args.eval_images),
            "--workers", str(args.workers), "--device", args.device]
     done = subprocess.run(cmd, cwd=Path.cwd(), capture_output=True, text=True)
@@ -167,14 +198,49 @@ def _cell(key: str, value) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
-def table(name: str, results: dict[str, dict]) -> str:
+def over_seeds(runs: list[dict]) -> dict:
+    """One loop's runs over seeds: the mean of each figure, and the accuracy's sample std."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
+    merged = {k: float(np.mean([r[k] for r in runs])) for k in keys}
+    merged |= {k: v for k, v in runs[0].items() if k not in keys}  # device, None-valued ones
+    accuracy = [r["eval_accuracy"] for r in runs]
+    merged["eval_accuracy_std"] = float(np.std(accuracy, ddof=1)) if len(runs) > 1 else None
+    merged["seeds"] = len(runs)
+    return merged
+
+
+def _accuracy(figures: dict) -> str:
+    std = figures["eval_accuracy_std"]
+    return f"{figures['eval_accuracy']:.2%}" + (f" ± {std:.2%}" if std is not None else "")
+
+
+def add_flop_rates(results: dict[str, dict], flops_per_image: float, peak: float) -> None:
+    """Achieved training TFLOP/s of each loop, and its share of the measured matmul rate."""
+    for figures in results.values():
+        achieved = flops_per_image * figures["train_images_per_second"]
+        figures["train_tflops"] = achieved / 1e12
+        figures["share_of_matmul_rate"] = achieved / peak
+
+
+def table(name: str, results: dict[str, dict], flops_per_image: float, peak: float,
+          peak_what: str) -> str:
     study, ours = results["study"], results["cnnlab"]
     lines = [f"### {name} on {ours['device']}", "",
              "| measure | study-style loop | cnnlab | cnnlab / study |", "|---|---|---|---|"]
     for key, label in ROWS:
         a, b = study.get(key), ours.get(key)
         ratio = f"{b / a:.2f}x" if a and b and key != "eval_accuracy" else "—"
-        lines.append(f"| {label} | {_cell(key, a)} | {_cell(key, b)} | {ratio} |")
+        cells = [_cell(key, a), _cell(key, b)]
+        if key == "eval_accuracy":
+            cells = [_accuracy(r) for r in (study, ours)]
+            label += f" (mean ± std over {ours['seeds']} seeds)" if ours["seeds"] > 1 else ""
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {ratio} |")
+    tflops = [f"{r['train_tflops']:.3f}" for r in (study, ours)]
+    shares = [f"{r['share_of_matmul_rate']:.1%}" for r in (study, ours)]
+    lines += [f"| train TFLOP/s ({flops_per_image / 1e9:.3f} GFLOP per image, fwd+bwd) | "
+              f"{tflops[0]} | {tflops[1]} | — |",
+              f"| share of the measured {peak_what} rate ({peak / 1e12:.2f} TFLOP/s) | "
+              f"{shares[0]} | {shares[1]} | — |"]
     return "\n".join(lines) + "\n"
 
 
@@ -187,6 +253,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="DataLoader workers of the study-style loop (study 003: 4)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="one run of each loop per seed: speeds are averaged, accuracy is "
+                             "shown as mean ± std")
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # a child's
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--child", choices=LOOPS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -197,10 +267,20 @@ def main() -> None:
               "machine": {"python": platform.python_version(), "torch": torch.__version__,
                           "cpus": os.cpu_count(), "threads": torch.get_num_threads()},
               "results": {}}
+    device = resolve_device(args.device)
+    peak, peak_what = matmul_flops_per_second(device)
+    report["machine"]["matmul"] = {"what": peak_what, "flops_per_second": peak}
+    params = load_params()
     for name in args.experiments:
-        results = {loop: measure(loop, name, args) for loop in LOOPS}
-        report["results"][name] = results
-        print(table(name, results), flush=True)
+        exp = params.experiment(name)
+        classes = len(load_prepared(paths.prepared_dir(exp.dataset)).classes)
+        flops = training_flops_per_image(exp, classes, device)
+        runs = {loop: [measure(loop, name, argparse.Namespace(**{**vars(args), 'seed': seed}))
+                       for seed in args.seeds] for loop in LOOPS}
+        results = {loop: over_seeds(figures) for loop, figures in runs.items()}
+        add_flop_rates(results, flops, peak)
+        report["results"][name] = {"flops_per_image": flops, "runs": runs, **results}
+        print(table(name, results, flops, peak, peak_what), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
