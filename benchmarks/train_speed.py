@@ -39,20 +39,23 @@ import study_loop  # noqa: E402
 
 from cnnlab import paths  # noqa: E402
 from cnnlab.augment import eval_batch_size, model_input  # noqa: E402
-from cnnlab.config import Experiment, load_params  # noqa: E402
+from cnnlab.config import Experiment, Speed, load_params  # noqa: E402
 from cnnlab.data.loader import DeviceSplit  # noqa: E402
 from cnnlab.data.prepared import load_prepared  # noqa: E402
 from cnnlab.data.selection import select_data  # noqa: E402
 from cnnlab.devices import describe_device, resolve_device  # noqa: E402
 from cnnlab.errors import CnnlabError  # noqa: E402
 from cnnlab.evaluation import predict  # noqa: E402
+from cnnlab.fastpath import resolve_fastpath  # noqa: E402
 from cnnlab.models import build_model  # noqa: E402
 from cnnlab.models.init import INITIALISERS  # noqa: E402
 from cnnlab.optim import build_optimizer  # noqa: E402
 from cnnlab.schedulers import build_scheduler  # noqa: E402
 from cnnlab.training import train  # noqa: E402
 
-LOOPS = ("study", "cnnlab")
+LOOPS = ("study", "cnnlab", "cnnlab_fp32")
+LOOP_NAMES = {"study": "study-style loop", "cnnlab": "cnnlab",
+              "cnnlab_fp32": "cnnlab, precision fp32"}
 ROWS = (("train_images_per_second", "train img/s"),
         ("augment_images_per_second", "augmentation img/s"),
         ("eval_images_per_second", "eval img/s"),
@@ -154,9 +157,10 @@ def training_flops_per_image(exp: Experiment, num_classes: int, device: torch.de
 
 
 def matmul_flops_per_second(device: torch.device) -> tuple[float, str]:
-    """The device's measured dense matmul rate, the ceiling to compare a loop against: bf16 on
-    CUDA (what the fast path trains in), float32 on the CPU."""
-    dtype, n = (torch.bfloat16, 8192) if device.type == "cuda" else (torch.float32, 2048)
+    """The device's measured dense matmul rate, the ceiling to compare a loop against, in the
+    precision cnnlab's fast path trains in there (bf16 on CUDA and on CPUs with bf16 arithmetic)."""
+    dtype = resolve_fastpath(Speed(), device).autocast or torch.float32
+    n = 8192 if device.type == "cuda" else 2048
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     for _ in range(3):
         a @ b  # warm-up
@@ -169,7 +173,10 @@ def child(loop: str, name: str, args) -> None:
     """One measurement in this process; prints one JSON line."""
     exp = benchmark_experiment(load_params().experiment(name), args)
     device = resolve_device(exp.device)
+    if loop == "cnnlab_fp32":  # the same loop with only the precision changed
+        exp = dataclasses.replace(exp, speed=dataclasses.replace(exp.speed, precision="fp32"))
     figures = (run_study if loop == "study" else run_cnnlab)(exp, device, args)
+    figures["speed"] = resolve_fastpath(exp.speed, device).describe() if loop != "study" else "fp32"
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures["peak_child_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     figures["peak_gpu_mb"] = (torch.cuda.max_memory_allocated(device) / 2**20
@@ -225,22 +232,24 @@ def add_flop_rates(results: dict[str, dict], flops_per_image: float, peak: float
 def table(name: str, results: dict[str, dict], flops_per_image: float, peak: float,
           peak_what: str) -> str:
     study, ours = results["study"], results["cnnlab"]
+    loops = [r for r in LOOPS if r in results]
+    heads = [f"{LOOP_NAMES[r]} ({results[r]['speed']})" for r in loops]
     lines = [f"### {name} on {ours['device']}", "",
-             "| measure | study-style loop | cnnlab | cnnlab / study |", "|---|---|---|---|"]
+             f"| measure | {' | '.join(heads)} | cnnlab / study |", "|---" * (len(loops) + 2) + "|"]
     for key, label in ROWS:
         a, b = study.get(key), ours.get(key)
         ratio = f"{b / a:.2f}x" if a and b and key != "eval_accuracy" else "—"
-        cells = [_cell(key, a), _cell(key, b)]
+        cells = [_cell(key, results[r].get(key)) for r in loops]
         if key == "eval_accuracy":
-            cells = [_accuracy(r) for r in (study, ours)]
+            cells = [_accuracy(results[r]) for r in loops]
             label += f" (mean ± std over {ours['seeds']} seeds)" if ours["seeds"] > 1 else ""
-        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {ratio} |")
-    tflops = [f"{r['train_tflops']:.3f}" for r in (study, ours)]
-    shares = [f"{r['share_of_matmul_rate']:.1%}" for r in (study, ours)]
+        lines.append(f"| {label} | {' | '.join(cells)} | {ratio} |")
+    tflops = " | ".join(f"{results[r]['train_tflops']:.3f}" for r in loops)
+    shares = " | ".join(f"{results[r]['share_of_matmul_rate']:.1%}" for r in loops)
     lines += [f"| train TFLOP/s ({flops_per_image / 1e9:.3f} GFLOP per image, fwd+bwd) | "
-              f"{tflops[0]} | {tflops[1]} | — |",
+              f"{tflops} | — |",
               f"| share of the measured {peak_what} rate ({peak / 1e12:.2f} TFLOP/s) | "
-              f"{shares[0]} | {shares[1]} | — |"]
+              f"{shares} | — |"]
     return "\n".join(lines) + "\n"
 
 
@@ -256,6 +265,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="one run of each loop per seed: speeds are averaged, accuracy is "
                              "shown as mean ± std")
+    parser.add_argument("--fp32-reference", action="store_true",
+                        help="also run cnnlab's loop in float32, to compare accuracy with only "
+                             "the precision changed")
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # a child's
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--child", choices=LOOPS, help=argparse.SUPPRESS)
@@ -271,12 +283,13 @@ def main() -> None:
     peak, peak_what = matmul_flops_per_second(device)
     report["machine"]["matmul"] = {"what": peak_what, "flops_per_second": peak}
     params = load_params()
+    loops = [loop for loop in LOOPS if loop != "cnnlab_fp32" or args.fp32_reference]
     for name in args.experiments:
         exp = params.experiment(name)
         classes = len(load_prepared(paths.prepared_dir(exp.dataset)).classes)
         flops = training_flops_per_image(exp, classes, device)
         runs = {loop: [measure(loop, name, argparse.Namespace(**{**vars(args), 'seed': seed}))
-                       for seed in args.seeds] for loop in LOOPS}
+                       for seed in args.seeds] for loop in loops}
         results = {loop: over_seeds(figures) for loop, figures in runs.items()}
         add_flop_rates(results, flops, peak)
         report["results"][name] = {"flops_per_image": flops, "runs": runs, **results}

@@ -1,13 +1,15 @@
 """The fast path's switches: what `speed:` resolves to per device, and that the loop trains with
-each of them. bf16 autocast and channels_last run on the CPU too, so their code path is tested
-here; on a GPU they are the defaults (benchmarks/train_speed.py measures them there)."""
+each of them. bf16 autocast and channels_last are the defaults on the CPU too where it has bf16
+arithmetic, so their code path is tested here; benchmarks/train_speed.py measures what they gain."""
 
 import dataclasses
+import os
 
 import pytest
 import torch
 from test_training import experiment, separable_dataset
 
+from cnnlab import fastpath
 from cnnlab.config import Speed, parse_params
 from cnnlab.data.loader import DeviceSplit
 from cnnlab.evaluation import predict
@@ -19,13 +21,28 @@ from cnnlab.training import train
 CPU = torch.device("cpu")
 
 
-def test_auto_is_float32_on_the_cpu_and_everything_on_cuda():
+def test_auto_turns_on_what_the_device_computes_natively(monkeypatch):
+    monkeypatch.setattr(fastpath, "cpu_has_native_bf16", lambda: True)
     cpu = resolve_fastpath(Speed(), "cpu")
-    assert (cpu.autocast, cpu.channels_last, cpu.fused_optimizer) == (None, False, False)
-    assert cpu.describe() == "fp32"
+    assert (cpu.autocast, cpu.channels_last, cpu.fused_optimizer) == (torch.bfloat16, True, False)
+    assert cpu.describe() == "bf16 autocast, channels_last"
+    monkeypatch.setattr(fastpath, "cpu_has_native_bf16", lambda: False)  # bf16 emulated: slower
+    cpu = resolve_fastpath(Speed(), "cpu")
+    assert (cpu.autocast, cpu.channels_last, cpu.fused_optimizer) == (None, True, False)
+    assert cpu.describe() == "fp32, channels_last"
     cuda = resolve_fastpath(Speed(), "cuda")
     assert (cuda.autocast, cuda.channels_last, cuda.fused_optimizer) == (torch.bfloat16, True, True)
     assert cuda.describe() == "bf16 autocast, channels_last, fused optimizer"
+    mps = resolve_fastpath(Speed(), "mps")
+    assert (mps.autocast, mps.channels_last, mps.fused_optimizer) == (None, False, False)
+
+
+def test_the_bf16_probe_matches_the_cpu_flags():
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else None
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo to check the probe against")
+    words = set(flags.split())
+    assert fastpath.cpu_has_native_bf16() == bool(words & {"avx512_bf16", "amx_bf16"})
 
 
 def test_explicit_settings_win_over_auto():
@@ -49,12 +66,22 @@ def test_fused_kernels_only_where_torch_has_them_and_only_on_cuda():
     assert build_optimizer(params, exp.optimizer, cpu).defaults.get("fused") in (None, False)
 
 
-def test_the_default_cpu_run_is_the_plain_float32_run():
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_the_default_cpu_run_is_the_run_auto_resolves_to(monkeypatch, native_bf16):
+    monkeypatch.setattr(fastpath, "cpu_has_native_bf16", lambda: native_bf16)
     data = separable_dataset()
-    plain = train(experiment(speed=Speed(precision="fp32", channels_last=False)), data, CPU,
-                  progress=False).model.state_dict()
+    explicit = Speed(precision="bf16" if native_bf16 else "fp32", channels_last=True)
+    chosen = train(experiment(speed=explicit), data, CPU, progress=False).model.state_dict()
     auto = train(experiment(), data, CPU, progress=False).model.state_dict()
-    assert all(torch.equal(plain[k], auto[k]) for k in plain)
+    assert all(torch.equal(chosen[k], auto[k]) for k in chosen)
+
+
+def test_a_cpu_run_is_bit_identical_from_run_to_run_in_every_precision():
+    data = separable_dataset()
+    for speed in (Speed(precision="fp32", channels_last=False), Speed(precision="bf16")):
+        first, again = (train(experiment(speed=speed), data, CPU, progress=False)
+                        .model.state_dict() for _ in range(2))  # with random flips and crops
+        assert all(torch.equal(first[k], again[k]) for k in first)
 
 
 def test_bf16_autocast_and_channels_last_train_and_score():

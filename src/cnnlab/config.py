@@ -170,11 +170,12 @@ class Scheduler:
 @dataclass(frozen=True)
 class Speed:
     """How the loop runs on its device, not what it computes (cnnlab.fastpath). The defaults are
-    the fastest that keep accuracy: on CUDA, bf16 autocast, channels_last and fused optimizers;
-    on the CPU and MPS, plain float32, so CPU runs stay bit-identical from run to run."""
+    the fastest that keep accuracy: bf16 autocast where the device has bf16 arithmetic (CUDA,
+    CPUs with AVX512-BF16 or AMX), channels_last on CUDA and the CPU, fused optimizers on CUDA.
+    Each is deterministic on the CPU, so CPU runs stay bit-identical from run to run."""
 
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, else fp32
-    channels_last: bool | None = None  # null: on CUDA
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where native, else fp32
+    channels_last: bool | None = None  # null: on CUDA and the CPU
     fused_optimizer: bool | None = None  # null: on CUDA, for the optimizers torch fuses
     compile: bool = False  # torch.compile the model: the first steps compile, long runs gain
     deterministic: bool = False  # on CUDA: deterministic kernels, no cuDNN autotuning
