@@ -117,3 +117,17 @@ def test_speed_params_are_checked_at_load():
     raw["experiments"]["cnn"]["speed"] = {"channels_last": "yes"}
     with pytest.raises(ParamsError, match=r"experiments\.cnn\.speed\.channels_last"):
         parse_params(raw)
+
+
+def test_cuda_backend_switches_last_for_one_run_only():
+    """Set and put back without a GPU: the switches are plain process-wide flags."""
+    cudnn = torch.backends.cudnn
+    before = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+    run = resolve_fastpath(Speed(deterministic=True), "cuda")
+    with fastpath.backends(run):
+        assert cudnn.deterministic and not cudnn.benchmark
+        assert torch.are_deterministic_algorithms_enabled()
+    with fastpath.backends(resolve_fastpath(Speed(), "cuda")):
+        assert cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+    assert (cudnn.benchmark, cudnn.deterministic,
+            torch.are_deterministic_algorithms_enabled()) == before

@@ -70,19 +70,31 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
-def configure_backends(fast: FastPath) -> None:
-    """Process-wide switches, set once before training. cuDNN's autotuner picks the fastest
-    kernel per shape (the shapes are fixed here) unless determinism is asked for, which also
-    makes cuBLAS use a fixed workspace and torch refuse nondeterministic ops."""
+@contextlib.contextmanager
+def backends(fast: FastPath) -> Iterator[None]:
+    """Process-wide switches for one training run, put back as they were when it ends, so a
+    notebook or test that trains several experiments in one process gives each its own. cuDNN's
+    autotuner picks the fastest kernel per shape (the shapes are fixed here) unless determinism
+    is asked for, which also makes cuBLAS use a fixed workspace and torch refuse
+    nondeterministic ops. Nothing to set on other devices."""
     if fast.device_type != "cuda":
+        yield
         return
-    torch.backends.cuda.matmul.allow_tf32 = True  # float32 layers (e.g. the loss) on tensor cores
-    torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = not fast.deterministic
-    if fast.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.deterministic = True
-        torch.use_deterministic_algorithms(True, warn_only=False)
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic,
+             torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        matmul.allow_tf32 = cudnn.allow_tf32 = True  # float32 layers (the loss) on tensor cores
+        cudnn.benchmark = not fast.deterministic
+        if fast.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read at cuBLAS start
+            cudnn.deterministic = True
+            torch.use_deterministic_algorithms(True, warn_only=False)
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic = saved[:4]
+        torch.use_deterministic_algorithms(saved[4], warn_only=saved[5])
 
 
 def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:

@@ -57,40 +57,39 @@ def _arguments(fn: Callable, args: tuple, kwargs: dict) -> dict:
     return bound.arguments
 
 
-def training_memory(train: Callable[P, R]) -> Callable[P, R]:
-    """For cnnlab.training.train(exp, dataset, device, ..., name=...): out of memory becomes a
-    CnnlabError naming the batch size and the device, with a smaller batch to try."""
+def when_out_of_memory(line: Callable[[dict], str]) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A decorator: out of memory inside the function becomes a CnnlabError whose message
+    `line` builds from the call's arguments, bound by name (defaults included)."""
 
-    @functools.wraps(train)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return train(*args, **kwargs)
-        except (RuntimeError, MemoryError) as exc:
-            if not is_out_of_memory(exc):
-                raise
-            given = _arguments(train, args, kwargs)
-            raise CnnlabError(training_message(given["exp"].batch_size,
-                                               torch.device(given["device"]),
-                                               given["name"])) from exc
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except (RuntimeError, MemoryError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                raise CnnlabError(line(_arguments(fn, args, kwargs))) from exc
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
-def scoring_memory(score: Callable[P, R]) -> Callable[P, R]:
-    """For the scoring passes, score(model, data, exp, ...) and predict(model, data, exp,
-    batch_size=None): out of memory becomes a CnnlabError naming the batch size and device."""
+def _training_line(given: dict) -> str:
+    return training_message(given["exp"].batch_size, torch.device(given["device"]), given["name"])
 
-    @functools.wraps(score)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return score(*args, **kwargs)
-        except (RuntimeError, MemoryError) as exc:
-            if not is_out_of_memory(exc):
-                raise
-            from cnnlab.augment import eval_batch_size  # augment imports torchvision: only now
 
-            given = _arguments(score, args, kwargs)
-            batch = given.get("batch_size") or eval_batch_size(given["exp"])
-            raise CnnlabError(scoring_message(batch, given["data"].device)) from exc
+def _scoring_line(given: dict) -> str:
+    from cnnlab.augment import eval_batch_size  # augment imports torchvision: only now
 
-    return wrapper
+    batch = given.get("batch_size") or eval_batch_size(given["exp"])
+    return scoring_message(batch, given["data"].device)
+
+
+# For cnnlab.training.train(exp, dataset, device, ..., name=...): names the batch size and the
+# device, with a smaller batch to try.
+training_memory = when_out_of_memory(_training_line)
+# For the scoring passes, score(model, data, exp, ...) and predict(model, data, exp,
+# batch_size=None): names the batch size and the device.
+scoring_memory = when_out_of_memory(_scoring_line)

@@ -23,7 +23,6 @@ from cnnlab.distributed import torchrun_group
 from cnnlab.download import download
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import predict, predictions_table
-from cnnlab.fastpath import resolve_fastpath
 from cnnlab.figures import grad_norms_figure, loss_curves_figure
 from cnnlab.metrics import classification_metrics, classification_report_rows
 from cnnlab.models import count_params
@@ -100,7 +99,7 @@ def train_experiment(params: Params, name: str) -> None:
                 images_per_second=result.images_per_second,
                 seconds_per_epoch=result.train_seconds / result.epochs,
                 device=parallel.describe(device),
-                speed=resolve_fastpath(exp.speed, device).describe(),
+                speed=result.speed,
             )
         resume.clear()  # every output is in place: nothing left to resume
     print(f"{name}: trained {result.epochs} epochs in {result.train_seconds:.1f}s "

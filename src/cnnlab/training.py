@@ -26,10 +26,11 @@ from cnnlab.data.selection import select_data
 from cnnlab.distributed import SINGLE, Parallel
 from cnnlab.errors import CnnlabError
 from cnnlab.fastpath import (
+    FastPath,
     as_input,
     autocast,
+    backends,
     compiled,
-    configure_backends,
     prepare_model,
     resolve_fastpath,
 )
@@ -63,6 +64,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
     best_epoch: int | None = None  # keep_best: the epoch best on eval_split
     best_state: dict[str, torch.Tensor] | None = None  # its weights, on the CPU
+    speed: str = ""  # what the fast path turned on, e.g. 'bf16 autocast, channels_last'
 
 
 def epoch_splits(exp: Experiment) -> list[str]:
@@ -89,6 +91,14 @@ def train(
     state after each epoch is saved there, and a saved state of the same run is continued.
     Under torchrun, `parallel` is this rank (cnnlab.distributed): it trains its shard of every
     batch, the logged loss and accuracy are the ranks' together, and only rank 0 saves."""
+    fast = resolve_fastpath(exp.speed, device)
+    with backends(fast):  # cuDNN autotuning, determinism: this run's, restored after it
+        return _train(exp, dataset, device, logger, progress, name, resume, parallel, fast)
+
+
+def _train(exp: Experiment, dataset: PreparedDataset, device: torch.device,
+           logger: TrainLogger | None, progress: bool, name: str, resume: ResumeFile | None,
+           parallel: Parallel, fast: FastPath) -> TrainResult:
     data = select_data(exp, dataset)
     logger = _Recorder(logger)  # keeps what was logged, so a resumed run can replay it
     torch.manual_seed(exp.seed)  # model initialisation
@@ -98,8 +108,6 @@ def train(
     scored = {split: DeviceSplit(data.split(split), device) for split in epoch_splits(exp)}
     model = build_model(exp.model, len(data.classes), weights=exp.weights)
     model = INITIALISERS[exp.init](model).to(device)
-    fast = resolve_fastpath(exp.speed, device)
-    configure_backends(fast)
     prepare_model(model, fast)
     own_gen = parallel.own_generator(gen, exp.seed)  # `gen` itself on one process
     net = compiled(parallel.wrap(model), fast)  # DDP on several ranks; `model` itself on one
@@ -216,7 +224,7 @@ def train(
     train_seconds = sum(row["epoch_seconds"] for row in history)  # per-epoch scoring excluded
     return TrainResult(model.eval(), train_seconds, exp.epochs, len(train_data), step,
                        len(train_data) * exp.epochs / train_seconds, history, best_epoch,
-                       best_state)
+                       best_state, fast.describe())
 
 
 class _Recorder:
