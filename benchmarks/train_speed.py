@@ -8,8 +8,8 @@ For each experiment and each loop, a fresh process (so peak memory is its own) m
   worker processes, caches and cuDNN), the experiment's full recipe (augmentation, MixUp, ...);
 - augmentation img/s: one epoch of augmented, normalised batches with no model (second pass);
 - eval img/s: scoring --eval-images images of the eval split (second pass);
-- peak host RSS of the main process and of its largest child (DataLoader workers), and the peak
-  GPU memory on CUDA;
+- peak host RSS of the main process and of its largest DataLoader worker (the study loop's; cnnlab
+  has none), and the peak GPU memory on CUDA;
 - achieved training TFLOP/s (FLOPs per image from torch's FlopCounterMode, times train img/s) as
   a share of the device's measured dense matmul rate (bf16 on CUDA, float32 on the CPU).
 It prints a table with the ratio cnnlab / study, and writes the same as JSON with --json. The
@@ -178,7 +178,10 @@ def child(loop: str, name: str, args) -> None:
     figures = (run_study if loop == "study" else run_cnnlab)(exp, device, args)
     figures["speed"] = resolve_fastpath(exp.speed, device).describe() if loop != "study" else "fp32"
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    figures["peak_child_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    # Only the study loop has worker processes. cnnlab's loop has none: its only child is the
+    # `ldconfig -p` that importing torch forks, whose peak RSS is the parent's at the fork.
+    figures["peak_child_rss_mb"] = (resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+                                    if loop == "study" else None)
     figures["peak_gpu_mb"] = (torch.cuda.max_memory_allocated(device) / 2**20
                               if device.type == "cuda" else None)
     figures["device"] = describe_device(device)
