@@ -14,14 +14,15 @@ machine hurts all four alike. It prints img/s and the ratio to float32 NCHW, and
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+from cnnlab.augment import input_side
 from cnnlab.config import Experiment, Speed, load_params
+from cnnlab.data import cifar10
 from cnnlab.devices import describe_device, resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.fastpath import FastPath, as_input, autocast, prepare_model, resolve_fastpath
@@ -34,12 +35,7 @@ SETTINGS = {"fp32": Speed(precision="fp32", channels_last=False),
             "bf16 channels_last": Speed(precision="bf16", channels_last=True)}
 
 
-def input_side(exp: Experiment) -> int:
-    return exp.preprocess.center_crop or exp.preprocess.resize or (64 if exp.dataset == "coco5"
-                                                                   else 32)
-
-
-def step_rate(exp: Experiment, classes: int, fast: FastPath, device: torch.device,
+def step_rate(exp: Experiment, classes: int, side: int, fast: FastPath, device: torch.device,
               seconds: float) -> float:
     """Training images/s of `exp`'s model under `fast`: steps for at least `seconds` (and at
     least 3) after 2 warm-up steps, on one fixed random batch."""
@@ -47,7 +43,6 @@ def step_rate(exp: Experiment, classes: int, fast: FastPath, device: torch.devic
     model = prepare_model(build_model(exp.model, classes, weights="none").to(device), fast)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(trainable, exp.optimizer, fast)
-    side = input_side(exp)
     x = as_input(torch.randn(exp.batch_size, 3, side, side, device=device), fast)
     y = torch.randint(0, classes, (exp.batch_size,), device=device)
 
@@ -87,14 +82,16 @@ def main() -> None:
     print("|---" * (len(SETTINGS) + 1) + "|")
     for name in args.experiments:
         exp = params.experiment(name)
-        exp = dataclasses.replace(exp, device=args.device)
-        classes = len(params.data.coco5.classes) if exp.dataset == "coco5" else 10
+        coco5 = params.data.coco5
+        classes, stored_side = ((len(coco5.classes), coco5.image_size) if exp.dataset == "coco5"
+                                else (len(cifar10.CLASSES), 32))
+        side = input_side(exp, stored_side)
         fast = {label: resolve_fastpath(speed, device) for label, speed in SETTINGS.items()}
         best = dict.fromkeys(SETTINGS, 0.0)
         for _ in range(args.rounds):
             for label in SETTINGS:
-                best[label] = max(best[label], step_rate(exp, classes, fast[label], device,
-                                                         args.seconds))
+                best[label] = max(best[label], step_rate(exp, classes, side, fast[label],
+                                                         device, args.seconds))
         base = best["fp32"]
         cells = [f"{rate:,.0f} img/s ({rate / base:.2f}x)"
                  + (" *" if (fast[label].autocast, fast[label].channels_last)

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import study_loop  # noqa: E402
 
 from cnnlab import paths  # noqa: E402
-from cnnlab.augment import eval_batch_size, model_input  # noqa: E402
+from cnnlab.augment import eval_batch_size, input_side, model_input  # noqa: E402
 from cnnlab.config import Experiment, Speed, load_params  # noqa: E402
 from cnnlab.data.loader import DeviceSplit  # noqa: E402
 from cnnlab.data.prepared import load_prepared  # noqa: E402
@@ -99,7 +99,8 @@ def run_cnnlab(exp: Experiment, device: torch.device, args) -> dict[str, float]:
     start = time.perf_counter()
     probs = predict(result.model, eval_split, exp)  # ends on the host: synchronised
     eval_seconds = time.perf_counter() - start
-    return {"train_images_per_second": result.history[-1]["images_per_second"],
+    return {"speed": result.speed,  # what the fast path turned on, as the train summary says
+            "train_images_per_second": result.history[-1]["images_per_second"],
             "augment_images_per_second": len(train_split) / augment_seconds,
             "eval_images_per_second": len(eval_split) / eval_seconds,
             "eval_accuracy": float((probs.argmax(1) == eval_split.labels.cpu().numpy()).mean())}
@@ -138,17 +139,17 @@ def run_study(exp: Experiment, device: torch.device, args) -> dict[str, float]:
     return {"train_images_per_second": epoch.images / epoch.seconds,
             "augment_images_per_second": seen / augment_seconds,
             "eval_images_per_second": scored / eval_seconds,
-            "eval_accuracy": accuracy}
+            "eval_accuracy": accuracy, "speed": "fp32"}
 
 
-def training_flops_per_image(exp: Experiment, num_classes: int, device: torch.device) -> float:
+def training_flops_per_image(exp: Experiment, num_classes: int, stored_side: int,
+                             device: torch.device) -> float:
     """Forward + backward FLOPs of one training image, counted by torch's FlopCounterMode on one
     batch of the experiment's input size (convolutions and matmuls: what dominates)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model = build_model(exp.model, num_classes, weights="none").to(device)
-    side = exp.preprocess.center_crop or exp.preprocess.resize or (64 if exp.dataset == "coco5"
-                                                                   else 32)
+    side = input_side(exp, stored_side)
     x = torch.randn(8, 3, side, side, device=device)
     counter = FlopCounterMode(display=False)
     with counter:
@@ -176,7 +177,6 @@ def child(loop: str, name: str, args) -> None:
     if loop == "cnnlab_fp32":  # the same loop with only the precision changed
         exp = dataclasses.replace(exp, speed=dataclasses.replace(exp.speed, precision="fp32"))
     figures = (run_study if loop == "study" else run_cnnlab)(exp, device, args)
-    figures["speed"] = resolve_fastpath(exp.speed, device).describe() if loop != "study" else "fp32"
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # Only the study loop has worker processes. cnnlab's loop has none: its only child is the
     # `ldconfig -p` that importing torch forks, whose peak RSS is the parent's at the fork.
@@ -289,8 +289,9 @@ def main() -> None:
     loops = [loop for loop in LOOPS if loop != "cnnlab_fp32" or args.fp32_reference]
     for name in args.experiments:
         exp = params.experiment(name)
-        classes = len(load_prepared(paths.prepared_dir(exp.dataset)).classes)
-        flops = training_flops_per_image(exp, classes, device)
+        dataset = load_prepared(paths.prepared_dir(exp.dataset))
+        stored_side = next(iter(dataset.splits.values())).images.shape[1]
+        flops = training_flops_per_image(exp, len(dataset.classes), stored_side, device)
         runs = {loop: [measure(loop, name, argparse.Namespace(**{**vars(args), 'seed': seed}))
                        for seed in args.seeds] for loop in loops}
         results = {loop: over_seeds(figures) for loop, figures in runs.items()}

@@ -83,6 +83,12 @@ def model_input(images: torch.Tensor, exp: Experiment,
     return normalize(preprocess(images, exp.preprocess), exp.normalize)
 
 
+def input_side(exp: Experiment, stored_side: int) -> int:
+    """Side of the square images the model sees: the preprocess crop or resize if there is one,
+    else the side the dataset is stored at."""
+    return exp.preprocess.center_crop or exp.preprocess.resize or stored_side
+
+
 def eval_batch_size(exp: Experiment) -> int:
     """Scoring batch: large for small images, smaller once they are resized to ImageNet size,
     where 1,000 float images alone would take 600 MB before any activation."""

@@ -15,6 +15,7 @@ Every choice is deterministic on the CPU, so a CPU run stays bit-identical from 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
 from collections.abc import Iterator
@@ -63,6 +64,7 @@ def resolve_fastpath(cfg: Speed, device: torch.device | str) -> FastPath:
     )
 
 
+@functools.cache  # a fact of the hardware; score() and predict() resolve the path every call
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU has bf16 dot-product instructions (AVX512-BF16, or AMX tiles). torch
     exposes the probes as private helpers; a torch without them counts as no."""
