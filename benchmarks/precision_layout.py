@@ -20,14 +20,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from cnnlab.augment import input_side
 from cnnlab.config import Experiment, Speed, load_params
 from cnnlab.data import cifar10
 from cnnlab.devices import describe_device, resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.fastpath import FastPath, as_input, autocast, prepare_model, resolve_fastpath
 from cnnlab.models import build_model
-from cnnlab.optim import build_optimizer
+from cnnlab.train.optimizers import build_optimizer
 
 SETTINGS = {"fp32": Speed(precision="fp32", channels_last=False),
             "fp32 channels_last": Speed(precision="fp32", channels_last=True),
@@ -85,7 +84,7 @@ def main() -> None:
         coco5 = params.data.coco5
         classes, stored_side = ((len(coco5.classes), coco5.image_size) if exp.dataset == "coco5"
                                 else (len(cifar10.CLASSES), 32))
-        side = input_side(exp, stored_side)
+        side = exp.input_side(stored_side)
         fast = {label: resolve_fastpath(speed, device) for label, speed in SETTINGS.items()}
         best = dict.fromkeys(SETTINGS, 0.0)
         for _ in range(args.rounds):

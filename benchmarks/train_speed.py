@@ -38,20 +38,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import study_loop  # noqa: E402
 
 from cnnlab import paths  # noqa: E402
-from cnnlab.augment import eval_batch_size, input_side, model_input  # noqa: E402
+from cnnlab.data.augment import model_input  # noqa: E402
 from cnnlab.config import Experiment, Speed, load_params  # noqa: E402
 from cnnlab.data.loader import DeviceSplit  # noqa: E402
 from cnnlab.data.prepared import load_prepared  # noqa: E402
 from cnnlab.data.selection import select_data  # noqa: E402
 from cnnlab.devices import describe_device, resolve_device  # noqa: E402
 from cnnlab.errors import CnnlabError  # noqa: E402
-from cnnlab.evaluation import predict  # noqa: E402
+from cnnlab.evaluate.scoring import predict  # noqa: E402
 from cnnlab.fastpath import resolve_fastpath  # noqa: E402
 from cnnlab.models import build_model  # noqa: E402
 from cnnlab.models.init import INITIALISERS  # noqa: E402
-from cnnlab.optim import build_optimizer  # noqa: E402
-from cnnlab.schedulers import build_scheduler  # noqa: E402
-from cnnlab.training import train  # noqa: E402
+from cnnlab.train.optimizers import build_optimizer  # noqa: E402
+from cnnlab.train.schedulers import build_scheduler  # noqa: E402
+from cnnlab.train.loop import train  # noqa: E402
 
 LOOPS = ("study", "cnnlab", "cnnlab_fp32")
 LOOP_NAMES = {"study": "study-style loop", "cnnlab": "cnnlab",
@@ -133,7 +133,7 @@ def run_study(exp: Experiment, device: torch.device, args) -> dict[str, float]:
         epoch = study_loop.train_epoch(model, train_loader, optimizer, schedule, exp, device,
                                        trainable)
     del train_loader
-    eval_loader = batches(eval_data, study_loop.eval_transform(exp), False, eval_batch_size(exp))
+    eval_loader = batches(eval_data, study_loop.eval_transform(exp), False, exp.eval_batch_size())
     study_loop.evaluate(model, eval_loader, device)  # warm-up
     accuracy, scored, eval_seconds = study_loop.evaluate(model, eval_loader, device)
     return {"train_images_per_second": epoch.images / epoch.seconds,
@@ -149,7 +149,7 @@ def training_flops_per_image(exp: Experiment, num_classes: int, stored_side: int
     from torch.utils.flop_counter import FlopCounterMode
 
     model = build_model(exp.model, num_classes, weights="none").to(device)
-    side = input_side(exp, stored_side)
+    side = exp.input_side(stored_side)
     x = torch.randn(8, 3, side, side, device=device)
     counter = FlopCounterMode(display=False)
     with counter:

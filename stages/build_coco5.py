@@ -2,7 +2,7 @@
 
 from cnnlab.cli import run_stage
 from cnnlab.config import load_params
-from cnnlab.pipeline import build_coco5_stage
+from cnnlab.data.coco_build import build_coco5_stage
 
 if __name__ == "__main__":
     run_stage(lambda: build_coco5_stage(load_params()))

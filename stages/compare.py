@@ -4,7 +4,7 @@ import argparse
 
 from cnnlab.cli import run_stage
 from cnnlab.config import load_params
-from cnnlab.pipeline import compare_experiments
+from cnnlab.report.comparisons import compare_experiments
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

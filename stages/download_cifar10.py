@@ -2,7 +2,7 @@
 
 from cnnlab.cli import run_stage
 from cnnlab.config import load_params
-from cnnlab.pipeline import download_cifar10
+from cnnlab.data.sources import download_cifar10
 
 if __name__ == "__main__":
     run_stage(lambda: download_cifar10(load_params()))

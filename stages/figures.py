@@ -4,7 +4,7 @@ import argparse
 
 from cnnlab.cli import run_stage
 from cnnlab.config import load_params
-from cnnlab.views import draw_experiment_figures
+from cnnlab.report.figure_sets import draw_experiment_figures
 
 
 def main(experiment: str) -> None:

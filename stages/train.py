@@ -5,7 +5,7 @@ import argparse
 
 from cnnlab.cli import run_stage
 from cnnlab.config import load_params
-from cnnlab.pipeline import train_experiment
+from cnnlab.train.stage import train_experiment
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from cnnlab.augment import augment_batch, normalize, random_crop, random_hflip
+from cnnlab.data.augment import augment_batch, normalize, random_crop, random_hflip
 from cnnlab.config import Augment, Normalize
 
 

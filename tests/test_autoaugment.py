@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torchvision.transforms import AutoAugment, AutoAugmentPolicy, InterpolationMode
 from torchvision.transforms.autoaugment import _apply_op
 
-import cnnlab.autoaugment as aa
-from cnnlab.autoaugment import apply_subpolicies, autoaugment_cifar10
+import cnnlab.data.autoaugment as aa
+from cnnlab.data.autoaugment import apply_subpolicies, autoaugment_cifar10
 
 TV = AutoAugment(AutoAugmentPolicy.CIFAR10)
 N_POLICIES = len(TV.policies)  # 25

@@ -273,7 +273,7 @@ def address_space_limit() -> int:
     """RLIMIT_AS for the out-of-memory case: the address space a stage's start-up and a small
     training step of the same model reach (torch reserves far more than it touches, and that
     differs between machines), plus 1 GiB."""
-    probe = ("import resource, torch, cnnlab.pipeline\n"
+    probe = ("import resource, torch, cnnlab.train.stage, cnnlab.evaluate.stage\n"
              "from cnnlab.models import build_model\n"
              "build_model('resnet18_tl', 2)(torch.zeros(4, 3, 64, 64)).sum().backward()\n"
              "print(next(int(l.split()[1]) for l in open('/proc/self/status') "

@@ -20,7 +20,7 @@ from test_resume import outputs, project
 
 from cnnlab.data.loader import DeviceSplit
 from cnnlab.data.prepared import PreparedDataset, Split, save_prepared
-from cnnlab.distributed import SINGLE, Parallel, torchrun_group
+from cnnlab.train.distributed import SINGLE, Parallel, torchrun_group
 from cnnlab.errors import CnnlabError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """Every figure function draws a PNG of the size its inputs fix, byte-identical for the same
-inputs; the helpers in cnnlab.figure_data compute what the figures show."""
+inputs; the helpers in cnnlab.report.figure_data compute what the figures show."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab import figures
-from cnnlab.augment import normalize
+from cnnlab.report import figures
+from cnnlab.data.augment import normalize
 from cnnlab.config import Normalize
-from cnnlab.figure_data import (
+from cnnlab.report.figure_data import (
     class_counts,
     filters_as_images,
     first_index_per_class,

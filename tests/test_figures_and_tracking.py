@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from cnnlab.figures import confusion_figure, loss_figure
-from cnnlab.tracking import training_log
+from cnnlab.report.figures import confusion_figure, loss_figure
+from cnnlab.train.training_log import training_log
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

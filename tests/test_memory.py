@@ -9,8 +9,8 @@ from test_training import experiment, separable_dataset
 
 from cnnlab.data.loader import DeviceSplit
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluation import predict
-from cnnlab.memory import is_out_of_memory, smaller_batch, training_memory
+from cnnlab.evaluate.scoring import predict
+from cnnlab.out_of_memory import is_out_of_memory, smaller_batch, training_memory
 
 CPU = torch.device("cpu")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cnnlab.metrics import classification_metrics
+from cnnlab.evaluate.metrics import classification_metrics
 
 
 def test_hand_computed_example():
@@ -25,7 +25,7 @@ def test_class_never_predicted_or_absent_does_not_crash():
 
 
 def test_classification_report_rows_match_hand_computed_values():
-    from cnnlab.metrics import classification_report_rows
+    from cnnlab.evaluate.metrics import classification_report_rows
 
     rows = classification_report_rows(np.array([0, 0, 0, 1, 1, 2]), np.array([0, 0, 1, 1, 0, 2]),
                                       ["a", "b", "c"])

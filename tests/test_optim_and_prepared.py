@@ -10,8 +10,8 @@ import torch
 from cnnlab.config import OptimizerConfig
 from cnnlab.data.prepared import PreparedDataset, Split, load_prepared, save_prepared
 from cnnlab.errors import CnnlabError
-from cnnlab.optim import OPTIMIZERS, build_optimizer
-from cnnlab.runinfo import run_info
+from cnnlab.train.optimizers import OPTIMIZERS, build_optimizer
+from cnnlab.evaluate.provenance import run_info
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ import torch
 
 from cnnlab.config import load_params
 from cnnlab.data.loader import DeviceSplit
-from cnnlab.evaluation import predict
-from cnnlab.metrics import classification_metrics
-from cnnlab.training import train
+from cnnlab.evaluate.scoring import predict
+from cnnlab.evaluate.metrics import classification_metrics
+from cnnlab.train.loop import train
 
 pytestmark = pytest.mark.realdata
 

@@ -14,10 +14,10 @@ from cnnlab.config import Scheduler
 from cnnlab.data.prepared import PreparedDataset, Split
 from cnnlab.data.selection import select_data
 from cnnlab.errors import CnnlabError
-from cnnlab.mixup import MixUp, mix, mixed_correct, mixed_cross_entropy
+from cnnlab.train.mixup import MixUp, mix, mixed_correct, mixed_cross_entropy
 from cnnlab.models import build_model
 from cnnlab.models.init import glorot_uniform_
-from cnnlab.training import train
+from cnnlab.train.loop import train
 
 CPU = torch.device("cpu")
 
@@ -216,16 +216,16 @@ def test_val_split_needs_a_holdout_and_a_dataset_val_split_is_not_held_out_twice
 
 
 def test_the_optimizer_gets_only_the_trainable_parameters(monkeypatch):
-    import cnnlab.training
+    import cnnlab.train.loop
 
     seen = {}
-    real = cnnlab.training.build_optimizer
+    real = cnnlab.train.loop.build_optimizer
 
     def spy(params, cfg, fast=None):
         seen["params"] = list(params)
         return real(seen["params"], cfg, fast)
 
-    monkeypatch.setattr(cnnlab.training, "build_optimizer", spy)
+    monkeypatch.setattr(cnnlab.train.loop, "build_optimizer", spy)
     exp = experiment(model="resnet18_tl", epochs=1, batch_size=16)
     result = train(exp, separable_dataset(n=16), CPU, progress=False)
     trainable = [p for p in result.model.parameters() if p.requires_grad]

@@ -24,7 +24,7 @@ import yaml
 
 from cnnlab.config import parse_params
 from cnnlab.errors import CnnlabError
-from cnnlab.report import (
+from cnnlab.report.tables import (
     CSV_FILES,
     OUTPUT_FILES,
     REPORT_DIR,
@@ -35,7 +35,7 @@ from cnnlab.report import (
     write_report,
 )
 from cnnlab.schema import ParamsError
-from cnnlab.studies import REPORTED, REPORTED_PARAMS, STUDIES, STUDY_OF
+from cnnlab.report.studies import REPORTED, REPORTED_PARAMS, STUDIES, STUDY_OF
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "report"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from cnnlab.errors import CnnlabError
-from cnnlab.exp_show import ExpTable, Run, parse_exp_show, read_exp_show
-from cnnlab.seeds import markdown, seed_groups, summarize, to_json
+from cnnlab.report.exp_show import ExpTable, Run, parse_exp_show, read_exp_show
+from cnnlab.report.seed_summary import markdown, seed_groups, summarize, to_json
 
 BASE = {"experiments": {"cnn": {"seed": 0, "optimizer": {"name": "adam", "lr": 0.001}},
                         "ann": {"seed": 0}},

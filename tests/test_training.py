@@ -9,7 +9,7 @@ import torch
 from cnnlab.config import Augment, Experiment, Normalize, OptimizerConfig
 from cnnlab.data.prepared import PreparedDataset, Split
 from cnnlab.errors import CnnlabError
-from cnnlab.training import train
+from cnnlab.train.loop import train
 
 
 def separable_dataset(n=256, seed=0) -> PreparedDataset:

@@ -11,8 +11,9 @@ from cnnlab import paths
 from cnnlab.config import parse_params
 from cnnlab.data.prepared import PreparedDataset, Split, save_prepared
 from cnnlab.errors import CnnlabError
-from cnnlab.pipeline import evaluate_experiment, train_experiment
-from cnnlab.views import draw_experiment_figures
+from cnnlab.evaluate.stage import evaluate_experiment
+from cnnlab.train.stage import train_experiment
+from cnnlab.report.figure_sets import draw_experiment_figures
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")

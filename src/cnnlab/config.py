@@ -28,7 +28,7 @@ def _model_names() -> list[str]:
 
 
 def _optimizer_names() -> list[str]:
-    from cnnlab.optim import OPTIMIZERS
+    from cnnlab.train.optimizers import OPTIMIZERS
 
     return sorted(OPTIMIZERS)
 
@@ -95,7 +95,7 @@ class OptimizerConfig:
     preset: Literal["torch", "keras"] = "torch"  # where the values left out come from
 
     def __post_init__(self) -> None:
-        from cnnlab.optim import HYPERPARAMETERS, OPTIMIZERS, accepted, preset_defaults
+        from cnnlab.train.optimizers import HYPERPARAMETERS, OPTIMIZERS, accepted, preset_defaults
 
         if self.name not in OPTIMIZERS:
             return  # the `choices` check has already named the valid ones
@@ -215,6 +215,17 @@ class Experiment:
     log_every: int = field(default=100, metadata={"min": 1})  # steps between loss records
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     speed: Speed = Speed()
+
+    def eval_batch_size(self) -> int:
+        """Scoring batch: large for small images, smaller once they are resized to ImageNet
+        size, where 1,000 float images alone would take 600 MB before any activation."""
+        side = self.preprocess.center_crop or self.preprocess.resize
+        return 1000 if side is None or side <= 64 else 64
+
+    def input_side(self, stored_side: int) -> int:
+        """Side of the square images the model sees: the preprocess crop or resize if there
+        is one, else the side the dataset is stored at."""
+        return self.preprocess.center_crop or self.preprocess.resize or stored_side
 
     def __post_init__(self) -> None:
         if self.keep_best and not self.eval_each_epoch:

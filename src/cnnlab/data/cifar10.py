@@ -31,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cnnlab import paths
 from cnnlab.data.prepared import PreparedDataset, Split, save_prepared
 from cnnlab.errors import CnnlabError
 
@@ -309,3 +310,14 @@ def _decode_image(path: Path, m: _Member) -> np.ndarray:
     if img.dtype != np.uint8:
         raise CnnlabError(f"image {m.name!r} in {path} has {img.dtype} pixels; expected 8-bit")
     return img
+
+
+def prepare_raw_cifar10() -> PreparedDataset:
+    """The prepare_cifar10 stage: data/raw/cifar10.archive -> data/prepared/cifar10/."""
+    archive = paths.raw_archive("cifar10")
+    if not archive.is_file():
+        raise CnnlabError(f"{archive} not found (run `dvc repro download_cifar10` first)")
+    dataset = prepare_cifar10(archive, paths.prepared_dir("cifar10"))
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.splits.items())
+    print(f"prepared cifar10: {sizes} images, {len(dataset.classes)} classes")
+    return dataset

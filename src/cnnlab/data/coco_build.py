@@ -50,14 +50,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from cnnlab import paths
 from cnnlab.atomic import atomic_dir
-from cnnlab.config import Coco5Config
+from cnnlab.config import Coco5Config, Params
 from cnnlab.data.coco5 import SPLITS, Coco5Selection, load_annotations, select_images
 from cnnlab.data.prepared import PreparedDataset, Split, save_prepared
 from cnnlab.download import download
 from cnnlab.errors import CnnlabError
 
-__all__ = ["build_coco5"]
+__all__ = ["build_coco5", "build_coco5_stage"]
 
 NAME = "coco5"
 COCO_BASE = "http://images.cocodataset.org/"
@@ -417,3 +418,16 @@ def _sample_grid(dataset: PreparedDataset, path: Path) -> None:
     fig.subplots_adjust(left=0.14, right=0.99, bottom=0.02, top=1 - 0.5 / (0.7 + 1.1 * n),
                         wspace=0.05, hspace=0.08)
     fig.savefig(path, format="png", dpi=100)
+
+
+def build_coco5_stage(params: Params) -> PreparedDataset:
+    """The build_coco5 stage: data/raw/coco_instances.json -> data/prepared/coco5/ (and the
+    browsable JPEGs in data/coco5/)."""
+    instances = paths.coco_instances()
+    if not instances.is_file():
+        raise CnnlabError(f"{instances} not found (run `dvc repro download_coco` first)")
+    dataset = build_coco5(params.data.coco5, instances, paths.prepared_dir("coco5"),
+                          paths.coco_browse_dir(), paths.coco_image_cache())
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.splits.items())
+    print(f"built coco5: {sizes} images, classes {', '.join(dataset.classes)}")
+    return dataset

@@ -13,7 +13,7 @@ import torch
 
 from cnnlab.data.prepared import Split
 from cnnlab.errors import CnnlabError
-from cnnlab.memory import is_out_of_memory
+from cnnlab.out_of_memory import is_out_of_memory
 
 
 def seeded_subset(n: int, k: int | None, seed: int | list[int]) -> np.ndarray | None:

@@ -18,13 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnlab.augment import eval_batch_size, model_input
+from cnnlab.data.augment import model_input
 from cnnlab.config import Experiment
 from cnnlab.data.loader import DeviceSplit
 from cnnlab.data.prepared import PreparedDataset
 from cnnlab.data.selection import select_data
-from cnnlab.distributed import SINGLE, Parallel
+from cnnlab.train.distributed import SINGLE, Parallel
 from cnnlab.errors import CnnlabError
+from cnnlab.evaluate.scoring import predict
 from cnnlab.fastpath import (
     FastPath,
     as_input,
@@ -34,17 +35,17 @@ from cnnlab.fastpath import (
     prepare_model,
     resolve_fastpath,
 )
-from cnnlab.memory import scoring_memory, training_memory
-from cnnlab.mixup import MixUp, mix, mixed_correct, mixed_cross_entropy
+from cnnlab.out_of_memory import training_memory
+from cnnlab.train.mixup import MixUp, mix, mixed_correct, mixed_cross_entropy
 from cnnlab.models import build_model
 from cnnlab.models.init import INITIALISERS
-from cnnlab.optim import build_optimizer
-from cnnlab.resume import ResumeFile
-from cnnlab.schedulers import build_scheduler
+from cnnlab.train.optimizers import build_optimizer
+from cnnlab.train.resume import ResumeFile
+from cnnlab.train.schedulers import build_scheduler
 
 
 class TrainLogger(Protocol):
-    """Where the loop reports progress; cnnlab.tracking writes it with dvclive."""
+    """Where the loop reports progress; cnnlab.train.training_log writes it with dvclive."""
 
     def log_step(self, step: int, loss: float, lr: float) -> None: ...
 
@@ -89,7 +90,7 @@ def train(
     """Train `exp` on its selection of `dataset` (cnnlab.data.selection). Per-epoch scoring
     runs outside the timed training, so seconds per epoch stay comparable. With `resume`, the
     state after each epoch is saved there, and a saved state of the same run is continued.
-    Under torchrun, `parallel` is this rank (cnnlab.distributed): it trains its shard of every
+    Under torchrun, `parallel` is this rank (cnnlab.train.distributed): it trains its shard of every
     batch, the logged loss and accuracy are the ranks' together, and only rank 0 saves."""
     fast = resolve_fastpath(exp.speed, device)
     with backends(fast):  # cuDNN autotuning, determinism: this run's, restored after it
@@ -196,7 +197,8 @@ def _train(exp: Experiment, dataset: PreparedDataset, device: torch.device,
         }
         # Every rank scores (rank 0's numbers are the ones kept): the others would only wait.
         for split, split_data in scored.items():
-            row.update(score(model, split_data, exp, split))
+            scores = predict(model, split_data, exp)
+            row.update({f"{split}_loss": scores.loss, f"{split}_accuracy": scores.accuracy})
         if exp.keep_best and row[f"{exp.eval_split}_accuracy"] > best_accuracy:
             best_epoch, best_accuracy = epoch, row[f"{exp.eval_split}_accuracy"]
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in
@@ -280,23 +282,6 @@ def _epoch_line(name: str, epochs: int, row: dict[str, float]) -> str:
     return (f"{name} epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}  {scores}  "
             f"{row['epoch_seconds']:.1f}s  {row['images_per_second']:.0f} img/s")
 
-
-@scoring_memory
-@torch.no_grad()
-def score(model: nn.Module, data: DeviceSplit, exp: Experiment, split: str) -> dict[str, float]:
-    """Mean loss and accuracy of `model` on a whole split, in eval mode (then back to train)."""
-    model.eval()
-    loss = torch.zeros((), device=data.device)
-    correct = torch.zeros((), device=data.device, dtype=torch.long)
-    fast = resolve_fastpath(exp.speed, data.device)
-    for images, labels in data.batches(eval_batch_size(exp)):
-        with autocast(fast):
-            logits = model(as_input(model_input(images, exp), fast))
-            loss += F.cross_entropy(logits.float(), labels, reduction="sum")
-        correct += (logits.argmax(1) == labels).sum()
-    model.train()
-    n = len(data)
-    return {f"{split}_loss": loss.item() / n, f"{split}_accuracy": correct.item() / n}
 
 
 def layer_grad_norms(model: nn.Module) -> dict[str, float]:

@@ -2,14 +2,14 @@
 
     dvc exp run --queue -S experiments.cnn.seed=1 evaluate@cnn     (one line per seed)
     dvc queue start -j 2
-    python -m cnnlab.seeds cnn [--json seeds.json]
+    python -m cnnlab.report.seed_summary cnn [--json seeds.json]
 
 A group is the runs of one experiment whose params are equal except `experiments.<exp>.seed`
 (params of other experiments do not count). Runs with other params form their own group, labelled
 with what differs, so no mean ever mixes two recipes. Only DVC experiments count, not the baseline
 commit: queue every seed you want.
 """
-# Everything but main() is a pure function of the runs; cnnlab.exp_show reads them from DVC.
+# Everything but main() is a pure function of the runs; cnnlab.report.exp_show reads them from DVC.
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import numpy as np
 from cnnlab import paths
 from cnnlab.atomic import write_text
 from cnnlab.errors import CnnlabError
-from cnnlab.exp_show import PENDING, ExpTable, Run, parse_exp_show, read_exp_show
+from cnnlab.report.exp_show import PENDING, ExpTable, Run, parse_exp_show, read_exp_show
 
 METRICS = ("accuracy", "f1_macro")
 QUEUE_HINT = "dvc exp run --queue -S experiments.{exp}.seed=N, then dvc queue start"
@@ -189,7 +189,7 @@ def to_json(groups: Sequence[SeedGroup]) -> list[dict[str, object]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cnnlab.seeds", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m cnnlab.report.seed_summary", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="*", metavar="EXP",
                         help="experiments of params.yaml (default: every one swept over seeds)")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.figure_data import filters_as_images
-from cnnlab.figures._grid import image_grid
-from cnnlab.figures._save import bare, new_figure, save, styled, suptitle
+from cnnlab.report.figure_data import filters_as_images
+from cnnlab.report.figures._grid import image_grid
+from cnnlab.report.figures._save import bare, new_figure, save, styled, suptitle
 
 FEATURE_CELL = 1.1  # inches per feature map
 
@@ -19,7 +19,7 @@ def filters_figure(weights: np.ndarray, path: str | Path, title: str, limit: int
                    columns: int = 8) -> Path:
     """The first `limit` filters of a conv layer, weights (out, in, kh, kw), as small RGB tiles.
 
-    Each filter is min-max scaled on its own (cnnlab.figure_data.filters_as_images) and
+    Each filter is min-max scaled on its own (cnnlab.report.figure_data.filters_as_images) and
     captioned with its index. Size: max(4, 0.9 columns) x (0.6 + 1.05 rows) inches.
     """
     tiles = filters_as_images(weights, limit)

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from cnnlab import paths
 from cnnlab.atomic import atomic_dir
-from cnnlab.compare import to_markdown
+from cnnlab.text_tables import to_markdown
 from cnnlab.config import OptimizerConfig, Params
 from cnnlab.errors import CnnlabError
-from cnnlab.studies import REPORTED, REPORTED_PARAMS, STUDIES, STUDY_OF
+from cnnlab.report.studies import REPORTED, REPORTED_PARAMS, STUDIES, STUDY_OF
 
 Metrics = Mapping[str, Mapping[str, object]]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from cnnlab.figures._grid import image_grid
-from cnnlab.figures._save import new_figure, save, set_title, styled
+from cnnlab.report.figures._grid import image_grid
+from cnnlab.report.figures._save import new_figure, save, set_title, styled
 
 
 @styled

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.figures._save import bare, message, new_figure, save, suptitle
+from cnnlab.report.figures._save import bare, message, new_figure, save, suptitle
 
 CELL_WIDTH = 1.5  # inches per image
 CELL_HEIGHT = 1.75  # inches per image and its caption (up to two lines)

@@ -1,6 +1,6 @@
 """The computing behind figures, as pure functions of arrays: which images, which cells, what scale.
 
-cnnlab.figures only draws and cnnlab.views only reads files; what lies between (choosing
+cnnlab.report.figures only draws and cnnlab.report.figure_sets only reads files; what lies between (choosing
 examples with a fixed seed, ranking confusions, turning weights and normalised tensors back into
 displayable pixels) lives here, where it can be tested without drawing anything.
 """

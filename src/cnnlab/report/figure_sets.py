@@ -41,24 +41,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab import figures, paths
+from cnnlab import paths
+from cnnlab.report import figures
 from cnnlab.atomic import atomic_dir
-from cnnlab.augment import augment_batch, model_input
-from cnnlab.checkpoints import load_model
-from cnnlab.compare import read_series
+from cnnlab.data.augment import augment_batch, model_input
+from cnnlab.models.checkpoints import load_model
+from cnnlab.report.comparisons import read_series
 from cnnlab.config import Experiment, Params
 from cnnlab.data.loader import DeviceSplit
 from cnnlab.data.prepared import PreparedDataset, Split, load_prepared
 from cnnlab.data.selection import ExperimentData, select_data
 from cnnlab.errors import CnnlabError
-from cnnlab.figure_data import (
+from cnnlab.report.figure_data import (
     class_counts,
     first_index_per_class,
     most_confused_pairs,
     sample_indices,
     to_display,
 )
-from cnnlab.metrics import classification_metrics, classification_report_rows
+from cnnlab.evaluate.metrics import classification_metrics, classification_report_rows
 
 AUGMENTED_VERSIONS = 5
 BATCH_SHOWN = 16  # images of the first training batch
@@ -172,7 +173,7 @@ def read_predictions(name: str, dataset: ExperimentData, split: str) -> Predicti
 
 def _layer_labels(model: nn.Module) -> dict[str, str]:
     """Display names of the layers with weights, input side first, keyed by module name (the
-    name cnnlab.training.layer_grad_norms logs). A named layer keeps its name (conv1, fc2); an
+    name cnnlab.train.loop.layer_grad_norms logs). A named layer keeps its name (conv1, fc2); an
     unnamed one in an nn.Sequential gets its kind and place, e.g. "conv2 (3)", "fc1 (7)"."""
     labels: dict[str, str] = {}
     counts: dict[str, int] = {}

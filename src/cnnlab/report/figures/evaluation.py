@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 
-from cnnlab.figure_data import row_normalized
-from cnnlab.figures._grid import image_grid
-from cnnlab.figures._save import RIGHT, WRONG, message, new_figure, save, set_title, styled
+from cnnlab.report.figure_data import row_normalized
+from cnnlab.report.figures._grid import image_grid
+from cnnlab.report.figures._save import RIGHT, WRONG, message, new_figure, save, set_title, styled
 
 
 def _bar_height(n: int) -> float:
@@ -53,7 +53,7 @@ def classification_report_figure(rows: Sequence[Mapping[str, object]], path: str
                                  title: str) -> Path:
     """Precision, recall and F1 per class (coloured 0 to 1) and its support, as a table.
 
-    `rows` are cnnlab.metrics.classification_report_rows: one per class, then the averages.
+    `rows` are cnnlab.evaluate.metrics.classification_report_rows: one per class, then the averages.
     Size: 6 x max(2.5, 1.3 + 0.32 rows) inches.
     """
     metrics = ("precision", "recall", "f1")

@@ -1,6 +1,6 @@
 """Figures of training logs: losses, accuracies, the learning rate and gradient norms.
 
-A series is (x values, y values), as cnnlab.compare.read_series returns it; a dict of series is
+A series is (x values, y values), as cnnlab.report.comparisons.read_series returns it; a dict of series is
 drawn as one line each, labelled with its key. Every figure here is 7 x 4 inches (8 x 4.5 for
 the per-layer ones, whose legend sits beside the axes).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from matplotlib import colormaps
 from matplotlib.ticker import MaxNLocator
 
-from cnnlab.figures._save import message, new_figure, save, set_title, styled
+from cnnlab.report.figures._save import message, new_figure, save, set_title, styled
 
 Series = tuple[Sequence[float], Sequence[float]]
 

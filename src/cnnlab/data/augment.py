@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cnnlab.autoaugment import autoaugment_cifar10
+from cnnlab.data.autoaugment import autoaugment_cifar10
 from cnnlab.config import Augment, Experiment, Normalize, Preprocess
 from cnnlab.errors import CnnlabError
 
@@ -82,15 +82,3 @@ def model_input(images: torch.Tensor, exp: Experiment,
         images = augment_batch(images, exp.augment, gen)
     return normalize(preprocess(images, exp.preprocess), exp.normalize)
 
-
-def input_side(exp: Experiment, stored_side: int) -> int:
-    """Side of the square images the model sees: the preprocess crop or resize if there is one,
-    else the side the dataset is stored at."""
-    return exp.preprocess.center_crop or exp.preprocess.resize or stored_side
-
-
-def eval_batch_size(exp: Experiment) -> int:
-    """Scoring batch: large for small images, smaller once they are resized to ImageNet size,
-    where 1,000 float images alone would take 600 MB before any activation."""
-    side = exp.preprocess.center_crop or exp.preprocess.resize
-    return 1000 if side is None or side <= 64 else 64

@@ -1,7 +1,7 @@
 """Figures as pure drawing functions: arrays, lists and dicts in, one PNG out.
 
-Nothing here reads a file or computes a result: cnnlab.views gathers the inputs from saved
-artifacts, cnnlab.figure_data computes what needs computing, and every experiment draws each kind
+Nothing here reads a file or computes a result: cnnlab.report.figure_sets gathers the inputs from saved
+artifacts, cnnlab.report.figure_data computes what needs computing, and every experiment draws each kind
 of figure with the same function. Each writes its PNG atomically at a size fixed by its inputs,
 and the same inputs give byte-identical files (see _save.py).
 
@@ -13,21 +13,21 @@ and the same inputs give byte-identical files (see _save.py).
 - model: first-layer filters and feature maps.
 """
 
-from cnnlab.figures.dataset import (
+from cnnlab.report.figures.dataset import (
     augmentation_figure,
     class_distribution_figure,
     input_batch_figure,
     samples_per_class_figure,
 )
-from cnnlab.figures.evaluation import (
+from cnnlab.report.figures.evaluation import (
     classification_report_figure,
     confusion_figure,
     most_confused_figure,
     per_class_accuracy_figure,
     predictions_figure,
 )
-from cnnlab.figures.model import feature_maps_figure, filters_figure
-from cnnlab.figures.training import (
+from cnnlab.report.figures.model import feature_maps_figure, filters_figure
+from cnnlab.report.figures.training import (
     epoch_figure,
     grad_norm_steps_figure,
     grad_norms_figure,

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from cnnlab.atomic import atomic_path
-from cnnlab.checkpoints import UnsafeCheckpoint, read_tensors
+from cnnlab.models.checkpoints import UnsafeCheckpoint, read_tensors
 from cnnlab.config import Experiment
 
 FORMAT = 2  # 2: the per-rank streams under "ranks"

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from cnnlab import paths
-from cnnlab.studies import REPORTED
+from cnnlab.atomic import atomic_dir
+from cnnlab.config import Params
+from cnnlab.errors import CnnlabError
+from cnnlab.report.figures import grad_norms_figure, loss_curves_figure
+from cnnlab.report.studies import REPORTED
+from cnnlab.text_tables import to_csv, to_markdown
 
 
 def read_series(tsv: Path, column: str) -> tuple[list[int], list[float]]:
@@ -61,19 +65,21 @@ def comparison_rows(experiments: Sequence[str]) -> list[dict[str, object]]:
     return rows
 
 
-def to_markdown(rows: list[dict[str, object]]) -> str:
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = ["" if row[c] is None else f"{row[c]:,}" if isinstance(row[c], int) else str(row[c])
-                 for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(rows: list[dict[str, object]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
+def compare_experiments(params: Params, name: str, experiments: list[str]) -> None:
+    """Tables (Markdown, CSV) and overlay figures for a group of finished experiments."""
+    for exp in experiments:
+        params.experiment(exp)  # an unknown name fails here, listing the known ones
+        if not paths.metrics_file(exp).is_file():
+            raise CnnlabError(f"{paths.metrics_file(exp)} not found "
+                              f"(run `dvc repro evaluate@{exp}` first)")
+    rows = comparison_rows(experiments)
+    every = params.experiment(experiments[0]).log_every
+    with atomic_dir(paths.comparison_dir(name)) as out:
+        (out / "table.md").write_text(to_markdown(rows), encoding="utf-8")
+        (out / "table.csv").write_text(to_csv(rows), encoding="utf-8")
+        losses = {exp: read_series(paths.loss_series(exp), "loss") for exp in experiments}
+        loss_curves_figure(losses, out / "loss_curves.png", f"{name}: training loss", every)
+        norms = {exp: grad_norm_means(exp) for exp in experiments}
+        if any(norms.values()):
+            grad_norms_figure(norms, out / "grad_norms.png", f"{name}: gradient norm per layer")
+    print(to_markdown(rows))

@@ -45,7 +45,7 @@ def training_message(batch_size: int, device: torch.device, experiment: str) -> 
 
 
 def scoring_message(batch_size: int, device: torch.device) -> str:
-    # The scoring batch is not a param (cnnlab.augment.eval_batch_size): it holds no gradients
+    # The scoring batch is not a param (Experiment.eval_batch_size): it holds no gradients
     # and is far cheaper than a training batch, so this means the device is nearly full anyway.
     return (f"out of memory at batch size {batch_size} on {device} while scoring; free memory "
             f"on the device or run on one with more")
@@ -81,13 +81,11 @@ def _training_line(given: dict) -> str:
 
 
 def _scoring_line(given: dict) -> str:
-    from cnnlab.augment import eval_batch_size  # augment imports torchvision: only now
-
-    batch = given.get("batch_size") or eval_batch_size(given["exp"])
+    batch = given.get("batch_size") or given["exp"].eval_batch_size()
     return scoring_message(batch, given["data"].device)
 
 
-# For cnnlab.training.train(exp, dataset, device, ..., name=...): names the batch size and the
+# For cnnlab.train.loop.train(exp, dataset, device, ..., name=...): names the batch size and the
 # device, with a smaller batch to try.
 training_memory = when_out_of_memory(_training_line)
 # For the scoring passes, score(model, data, exp, ...) and predict(model, data, exp,
