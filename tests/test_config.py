@@ -110,8 +110,16 @@ def test_recipe_params_are_checked_at_load(raw, key, value, message):
 
 
 def test_onecycle_max_lr_defaults_to_the_optimizer_lr(raw):
+    import torch
+
+    from cnnlab.train.optimizers import build_optimizer
+    from cnnlab.train.schedulers import build_scheduler
+
     data = with_change(raw, "experiments.deepcnn.scheduler", {"name": "onecycle"})
-    assert parse_params(data).experiment("deepcnn").scheduler.max_lr == 0.00182
+    exp = parse_params(data).experiment("deepcnn")
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], exp.optimizer)
+    schedule = build_scheduler(optimizer, exp.scheduler, epochs=1, steps_per_epoch=4)
+    assert optimizer.param_groups[0]["max_lr"] == 0.00182  # deepcnn's lr, as OneCycleLR keeps it
 
 
 def test_invalid_yaml_is_one_line(tmp_path):

@@ -15,22 +15,18 @@ from typing import Literal
 
 import yaml
 
-from cnnlab import schema
+from cnnlab import catalog, schema
 from cnnlab.schema import ParamsError
 
 PARAMS_FILE = "params.yaml"
 
 
 def _model_names() -> list[str]:
-    from cnnlab.models import MODELS  # lazy: the download stage should not pay for torch
-
-    return sorted(MODELS)
+    return sorted(catalog.MODELS)
 
 
 def _optimizer_names() -> list[str]:
-    from cnnlab.train.optimizers import OPTIMIZERS
-
-    return sorted(OPTIMIZERS)
+    return sorted(catalog.OPTIMIZERS)
 
 
 def _dataset_names() -> list[str]:
@@ -81,8 +77,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """An optimizer and its hyperparameters. A value left out (null) takes the preset's default:
-    `torch` is torch.optim's own signature, `keras` is Keras' (study 004 used Keras' defaults)."""
+    """An optimizer and its hyperparameters. A value left out (null) takes the preset's default
+    when the optimizer is built (cnnlab.catalog.optimizer_settings): `torch` is torch.optim's own
+    signature, `keras` is Keras' (study 004 used Keras' defaults)."""
 
     name: str = field(metadata={"choices": _optimizer_names})
     lr: float | None = field(default=None, metadata={"gt": 0})
@@ -95,20 +92,21 @@ class OptimizerConfig:
     preset: Literal["torch", "keras"] = "torch"  # where the values left out come from
 
     def __post_init__(self) -> None:
-        from cnnlab.train.optimizers import HYPERPARAMETERS, OPTIMIZERS, accepted, preset_defaults
-
-        if self.name not in OPTIMIZERS:
+        if self.name not in catalog.OPTIMIZERS:
             return  # the `choices` check has already named the valid ones
-        takes = accepted(self.name)
-        stray = [k for k in HYPERPARAMETERS if k not in takes and getattr(self, k) is not None]
+        takes = catalog.accepted(self.name)
+        stray = [k for k in catalog.HYPERPARAMETERS
+                 if k not in takes and getattr(self, k) is not None]
         if stray:
             raise ParamsError(f"optimizer.{stray[0]}: {self.name} has no such setting (it takes: "
                               f"{', '.join(takes)})")
         if self.nesterov and not self.momentum:
             raise ParamsError("optimizer.nesterov: needs momentum > 0")
-        for key, value in preset_defaults(self.preset, self.name).items():
-            if getattr(self, key) is None:
-                object.__setattr__(self, key, value)  # frozen: filled once, here
+
+    def settings(self) -> dict[str, object]:
+        """Every hyperparameter the optimizer is built with, the preset's filling the gaps."""
+        given = {key: getattr(self, key) for key in catalog.HYPERPARAMETERS}
+        return catalog.optimizer_settings(self.name, self.preset, given)
 
 
 @dataclass(frozen=True)
@@ -233,13 +231,8 @@ class Experiment:
                               "on the per-epoch scores)")
         if self.eval_split in self.also_evaluate:
             raise ParamsError(f"also_evaluate repeats eval_split {self.eval_split!r}")
-        if self.scheduler.name == "onecycle" and self.scheduler.max_lr is None:
-            object.__setattr__(self, "scheduler",
-                               dataclasses.replace(self.scheduler, max_lr=self.optimizer.lr))
         if self.weights != "none":
-            from cnnlab.models import accepts_weights
-
-            if not accepts_weights(self.model):
+            if not catalog.MODELS.get(self.model, True):  # an unknown name: `choices` says so
                 raise ParamsError(f"weights: model {self.model!r} is trained from scratch and "
                                   f"takes no pretrained weights (use weights: none)")
             if self.init != "default":

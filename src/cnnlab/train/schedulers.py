@@ -35,7 +35,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Scheduler, epochs: in
         return Schedule(None, per_batch=False)
     if cfg.name == "onecycle":
         return Schedule(lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.max_lr, total_steps=total, pct_start=cfg.pct_start,
+            # max_lr null: the optimizer's own learning rate (its preset's, if left out too).
+            optimizer, max_lr=cfg.max_lr or optimizer.defaults["lr"], total_steps=total, pct_start=cfg.pct_start,
             anneal_strategy=cfg.anneal_strategy, div_factor=cfg.div_factor,
             final_div_factor=cfg.final_div_factor), per_batch=True)
     if cfg.name == "cosine":
