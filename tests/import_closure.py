@@ -8,6 +8,7 @@ functions (run only when that function is), without importing anything. Importin
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,3 +63,36 @@ def import_graph() -> dict[str, set[str]]:
         name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
         graph[name] = imported_modules(path) - {name}
     return graph
+
+
+def sync_dvc_yaml(path: Path = ROOT / "dvc.yaml") -> list[str]:
+    """Rewrite each stage's source deps in dvc.yaml to its script's closure (data deps, comments
+    and everything else kept as written). Returns the names of the stages it changed."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    out, changed, stage, i = [], [], None, 0
+    while i < len(lines):
+        line = lines[i]
+        if (m := re.match(r"  (\w+):\s*$", line)):
+            stage = m.group(1)
+        if stage and (cmd := re.search(r"cmd: python (stages/\w+\.py)", line)):
+            script = cmd.group(1)
+        out.append(line)
+        i += 1
+        if stage and re.match(r"\s+deps:\s*$", line):
+            indent = re.match(r"\s*", lines[i]).group(0)
+            items = []
+            while i < len(lines) and lines[i].startswith(indent + "- "):
+                items.append(lines[i])
+                i += 1
+            kept = [x for x in items if not x[len(indent) + 2:].startswith(("src/", "stages/"))]
+            code = [script] + sorted(str(p) for p in closure(ROOT / script))
+            new = [f"{indent}- {p}\n" for p in code] + kept
+            changed += [stage] if new != items else []
+            out.extend(new)
+    path.write_text("".join(out), encoding="utf-8")
+    return changed
+
+
+if __name__ == "__main__":
+    # python tests/import_closure.py: bring dvc.yaml's source deps in line with the imports.
+    print("updated:", ", ".join(sync_dvc_yaml()) or "nothing")

@@ -44,7 +44,8 @@ class DownloadSource:
 
 @dataclass(frozen=True)
 class Coco5Config:
-    """The COCO 5-class 64x64 dataset of study 002, selected with pycocotools (EXPERIMENTS.md)."""
+    """The COCO 5-class 64x64 dataset of study 002, selected with pycocotools: whole
+    images of five classes resized to 64x64, no image in both train and val."""
 
     annotations: DownloadSource  # annotations_trainval2017.zip (or a local copy)
     classes: tuple[str, ...]  # COCO category names, in label order

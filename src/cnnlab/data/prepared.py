@@ -1,4 +1,4 @@
-"""The prepared-dataset format every training stage reads (DESIGN.md).
+"""The prepared-dataset format every training stage reads.
 
 A prepared dataset is a directory holding, per split, one uint8 image array (N, H, W, 3) and one
 int64 label array (N,) as .npy files, plus meta.json with the class names, split sizes and source.

@@ -1,4 +1,4 @@
-"""Study 002's three nets for 64x64 RGB input (EXPERIMENTS.md).
+"""Study 002's three nets for 64x64 RGB input (COCO 5-class), trained with plain SGD.
 
 Layers are named (conv1, conv2, ..., fc1, fc2) so per-layer gradient norms read as the study's
 layers. hw4net3 gives each of its ten extra convs its own weights: the study reused one layer

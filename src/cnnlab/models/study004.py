@@ -1,4 +1,4 @@
-"""Study 004's dropout CNN for 32x32 RGB input (EXPERIMENTS.md), a port of its Keras model."""
+"""Study 004's dropout CNN for 32x32 RGB input (CIFAR-10, recipe E), a port of its Keras model."""
 
 from collections import OrderedDict
 

@@ -1,4 +1,5 @@
-"""Study 001's transfer-learning models: torchvision's VGG16 and ResNet18 (EXPERIMENTS.md).
+"""Study 001's transfer-learning models: torchvision's VGG16 and ResNet18, ImageNet
+weights, fine-tuned on CIFAR-10 resized to 256 and centre-cropped to 224 (recipe B).
 
 `weights` says where the starting weights come from:
   "none"      random initialisation (tests, offline runs);

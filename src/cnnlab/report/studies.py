@@ -1,4 +1,4 @@
-"""What the original studies reported (EXPERIMENTS.md), kept beside our results for comparison.
+"""What the original studies (000-004) reported, kept beside our results for comparison.
 
 REPORTED maps experiment -> figure -> value. Values are fractions; an experiment whose study
 reported nothing has an empty entry. Figure names say which split they were measured on
@@ -6,7 +6,7 @@ reported nothing has an empty entry. Figure names say which split they were meas
 epoch (`best_test_accuracy`, `final_test_accuracy`).
 """
 
-# The experiments of each study, in the order of EXPERIMENTS.md's table. Their names are fixed.
+# The experiments of each study, in the studies' own order. Their names are fixed.
 STUDIES: dict[str, tuple[str, ...]] = {
     "000": ("ann", "cnn", "cnn_aug"),
     "001": ("vgg16_tl", "resnet18_tl"),
