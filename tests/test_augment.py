@@ -22,16 +22,23 @@ def test_hflip_flips_about_half_and_each_image_is_either_flipped_or_not():
     assert 150 < int(flipped.sum()) < 250
 
 
-def test_crop_equals_torchvision_crop_of_the_padded_image():
-    x = images(n=32)
+@pytest.mark.parametrize("size", [(8, 8), (6, 10)])
+def test_crop_equals_torchvision_crop_at_the_drawn_offsets(size):
+    # The offsets as random_crop documents its draws: one row offset per image, then one column
+    # offset per image, uniform in 0..2*padding, from the generator it is given.
+    h, w = size
+    x = torch.randint(0, 256, (32, 3, h, w), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(1))
     out = random_crop(x, 4, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape and out.dtype == torch.uint8
+    draws = torch.Generator().manual_seed(0)
+    dy = torch.randint(0, 9, (32,), generator=draws)
+    dx = torch.randint(0, 9, (32,), generator=draws)
+    assert len(set(dy.tolist())) > 3 and len(set(dx.tolist())) > 3 and not torch.equal(dy, dx)
+    # torchvision's RandomCrop(padding=4) is pad-then-crop at (top, left): compare image by image.
     padded = TF.pad(x, [4])
     for i in range(len(x)):
-        # Each output is some 8x8 window of its own padded image: find it and compare exactly.
-        matches = [(dy, dx) for dy in range(9) for dx in range(9)
-                   if torch.equal(TF.crop(padded[i], dy, dx, 8, 8), out[i])]
-        assert matches, f"image {i} is not a window of its padded self"
+        expected = TF.crop(padded[i], int(dy[i]), int(dx[i]), h, w)
+        assert torch.equal(out[i], expected), f"image {i}: not the window at {dy[i]}, {dx[i]}"
 
 
 def test_crop_offsets_differ_across_the_batch():
