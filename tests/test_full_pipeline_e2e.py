@@ -14,6 +14,7 @@ import zipfile
 
 import cv2
 import pytest
+import yaml
 from cifar_archives import write_binary_archive
 from conftest import real_archive
 from dvc_project import dvc, make_project, ran_stages
@@ -75,11 +76,11 @@ def reproduced(tmp_path_factory, mirror):
 
     root = tmp_path_factory.mktemp("project")
     env = make_project(root, tiny_coco)
-    return root, dvc(root, env, "repro")
+    return root, dvc(root, env, "repro"), env
 
 
 def test_repro_runs_every_stage(reproduced):
-    _, result = reproduced
+    _, result, _ = reproduced
     per_experiment = {f"{stage}@{exp}" for stage in ("train", "evaluate", "figures")
                       for exp in (*CIFAR, *NETS)}
     assert ran_stages(result.stdout) == {"download_cifar10", "prepare_cifar10", "download_coco",
@@ -87,7 +88,7 @@ def test_repro_runs_every_stage(reproduced):
 
 
 def test_figures_of_every_experiment(reproduced):
-    root, _ = reproduced
+    root, _, _ = reproduced
     for exp in (*CIFAR, *NETS):
         drawn = {p.name for p in (root / f"metrics/{exp}/figures").iterdir()}
         expected = CONV_FIGURES | ({"grad_norms.png"} if exp in NETS else set())
@@ -97,7 +98,7 @@ def test_figures_of_every_experiment(reproduced):
 
 
 def test_report_has_every_study_table_and_links_figures(reproduced):
-    root, _ = reproduced
+    root, _, _ = reproduced
     report = (root / "metrics/report/report.md").read_text()
     for exp in (*CIFAR, *NETS):
         assert f"../{exp}/figures/confusion_counts.png" in report
@@ -108,7 +109,7 @@ def test_report_has_every_study_table_and_links_figures(reproduced):
 
 
 def test_recipes_b_d_e_end_to_end(reproduced):
-    root, _ = reproduced
+    root, _, _ = reproduced
     metrics = {exp: json.loads((root / f"metrics/{exp}.json").read_text())
                for exp in (*TRANSFER, "deepcnn", *DROPCNN)}
     # Recipe B: 10% of the 200 train images, 25% of the 40 test images; the study's freezing.
@@ -132,7 +133,7 @@ def test_recipes_b_d_e_end_to_end(reproduced):
 
 
 def test_coco5_hw4_nets_and_their_comparison(reproduced):
-    root, _ = reproduced
+    root, _, _ = reproduced
     meta = json.loads((root / "data/prepared/coco5/meta.json").read_text())
     assert meta["classes"] == ["boat", "couch", "dog", "cake", "motorcycle"]
     assert meta["splits"] == {"train": 5, "val": 4}  # motorcycle has a single image
@@ -160,3 +161,45 @@ def test_coco5_hw4_nets_and_their_comparison(reproduced):
         assert f"| {net} | {params:,} |" in table
     for figure in ("loss_curves.png", "grad_norms.png"):
         assert (root / "metrics/compare-hw4" / figure).stat().st_size > 5000
+
+
+def stale_stages(root, env) -> set[str]:
+    """The stages `dvc status` says must run again."""
+    return set(json.loads(dvc(root, env, "status", "--json").stdout))
+
+
+def locked_deps(root) -> dict[str, set[str]]:
+    """Each stage that ran -> the paths of its deps, as dvc.lock recorded them."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    return {name: {d["path"] for d in stage.get("deps", [])}
+            for name, stage in lock["stages"].items()}
+
+
+@pytest.mark.parametrize(("source", "must_rerun", "must_not_rerun"), [
+    # A figure's module: figures and the hw4 comparison redraw, nothing retrains or re-scores.
+    ("src/cnnlab/report/figures/training.py", {"figures@cnn", "compare_hw4"},
+     {"train@cnn", "evaluate@cnn", "report"}),
+    # The report's tables: only the report.
+    ("src/cnnlab/report/tables.py", {"report"}, {"train@cnn", "evaluate@cnn", "figures@cnn"}),
+    # A model file: its training (and what reads the model) runs again; the data stay.
+    ("src/cnnlab/models/study000.py", {"train@ann", "train@cnn", "evaluate@cnn"},
+     {"prepare_cifar10", "download_cifar10", "report"}),
+])
+def test_an_edit_reruns_exactly_the_stages_that_import_it(reproduced, source, must_rerun,
+                                                           must_not_rerun):
+    """Runs last (it edits the project's sources, then puts them back)."""
+    root, _, env = reproduced
+    assert stale_stages(root, env) == set()  # the full run left everything up to date
+    path = root / source
+    original = path.read_bytes()
+    path.write_bytes(original + b"# an edit\n")
+    try:
+        stale = stale_stages(root, env)
+    finally:
+        path.write_bytes(original)
+    # Exactly the stages whose dvc.yaml deps hold the file, which tests/test_layout.py keeps
+    # equal to each stage script's imports.
+    expected = {name for name, deps in locked_deps(root).items() if source in deps}
+    assert stale == expected
+    assert must_rerun <= stale and not (must_not_rerun & stale), sorted(stale)
+
