@@ -4,8 +4,8 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from cnnlab.data.augment import augment_batch, normalize, random_crop, random_hflip
 from cnnlab.config import Augment, Normalize
+from cnnlab.data.augment import augment_batch, normalize, random_crop, random_hflip
 
 
 def images(n=16, size=8):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from import_closure import ROOT, closure, import_graph
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))

@@ -14,10 +14,10 @@ from cnnlab.config import Augment, Scheduler
 from cnnlab.data.prepared import PreparedDataset, Split
 from cnnlab.data.selection import select_data
 from cnnlab.errors import CnnlabError
-from cnnlab.train.mixup import MixUp, mix, mixed_correct, mixed_cross_entropy
 from cnnlab.models import build_model
 from cnnlab.models.init import glorot_uniform_
 from cnnlab.train.loop import train
+from cnnlab.train.mixup import MixUp, mix, mixed_correct, mixed_cross_entropy
 
 CPU = torch.device("cpu")
 
