@@ -1,4 +1,4 @@
-"""The README's bad-input catalogue ("## Bad input"): one case per row, each the real stage script.
+"""The bad-input catalogue (README, "Bad input and security"): one case each, the real stage script.
 
 Every case writes a small project directory, runs `python stages/<stage>.py` in it and checks what
 a user would see: exit code 1, a last stderr line `error: <one line naming the problem>` (the only
@@ -129,7 +129,7 @@ def truncated(path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------- the cases
-# In the README's order. The slow ones (retries, training, the memory limit) come last and are
+# Grouped by kind. The slow ones (retries, training, the memory limit) come last and are
 # started first.
 
 CASES = {
@@ -348,7 +348,7 @@ def check_failure(case: Case, outcome: Outcome | str) -> None:
     assert "Traceback" not in outcome.stderr, outcome.stderr
     assert [line for line in lines if line.startswith("error:")] == lines[-1:], outcome.stderr
     assert re.search(case.expect, lines[-1]), lines[-1]
-    print(lines[-1])  # the README's table quotes these lines: `pytest -rP` shows them
+    print(lines[-1])  # the catalogue's messages: `pytest -rP tests/test_bad_inputs.py` shows them
     # Nothing added, changed or removed: no output, partial or whole, and no temporaries.
     assert outcome.after == outcome.before
     assert outcome.outputs_after == outcome.outputs_before  # not even an empty folder
