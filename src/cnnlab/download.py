@@ -201,9 +201,25 @@ def _attempt(
         if state.validator:
             # If the file changed on the server, it sends all of the new one instead of a tail.
             headers["If-Range"] = state.validator
-    request = urllib.request.Request(url, headers=headers)
+    response = _open(urllib.request.Request(url, headers=headers), timeout, state, url)
+    with response:
+        length = response.headers.get("Content-Length")
+        length = int(length) if length and length.isdigit() else None
+        mode = _resume_mode(response, state)
+        total = None if length is None else state.done + length
+        with open(tmp, mode) as out, _bar(total, state.done, progress, label) as bar:
+            received = _copy_body(response, out, state, bar)
+        # http.client returns b"" rather than raising when the peer closes early, so the only
+        # sign of a cut body is a short count.
+        if length is not None and received < length:
+            raise _Transient(f"connection closed after {state.done} of {total} bytes")
+
+
+def _open(request: urllib.request.Request, timeout: float, state: _Partial, url: str):
+    """The server's response; a failure worth retrying raises _Transient, any other a one-line
+    CnnlabError."""
     try:
-        response = _OPENER.open(request, timeout=timeout)
+        return _OPENER.open(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         e.close()
         reason = f"HTTP {e.code} {e.reason}"
@@ -221,40 +237,36 @@ def _attempt(
     except (OSError, http.client.HTTPException) as e:
         raise _Transient(_reason(e)) from None
 
-    with response:
-        length = response.headers.get("Content-Length")
-        length = int(length) if length and length.isdigit() else None
-        if response.status == 206 and state.done:
-            match = _CONTENT_RANGE_RE.fullmatch(response.headers.get("Content-Range", "").strip())
-            if not match or int(match.group(1)) != state.done:
-                state.reset()
-                raise _Transient("server answered the Range request with a different range")
-            mode = "ab"
-        else:
-            # A full response: the server ignored Range, or this is the first attempt.
-            state.reset()
-            state.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
-            mode = "wb"
-        total = None if length is None else state.done + length
 
-        with open(tmp, mode) as out, _bar(total, state.done, progress, label) as bar:
-            received = 0
-            while True:
-                try:
-                    chunk = response.read(_CHUNK)
-                except (OSError, http.client.HTTPException) as e:
-                    raise _Transient(_reason(e)) from None
-                if not chunk:
-                    break
-                out.write(chunk)
-                state.hasher.update(chunk)
-                state.done += len(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-        # http.client returns b"" rather than raising when the peer closes early, so the only
-        # sign of a cut body is a short count.
-        if length is not None and received < length:
-            raise _Transient(f"connection closed after {state.done} of {total} bytes")
+def _resume_mode(response, state: _Partial) -> str:
+    """'ab' when the response is the missing tail we asked for, 'wb' for a whole file."""
+    if response.status == 206 and state.done:
+        match = _CONTENT_RANGE_RE.fullmatch(response.headers.get("Content-Range", "").strip())
+        if not match or int(match.group(1)) != state.done:
+            state.reset()
+            raise _Transient("server answered the Range request with a different range")
+        return "ab"
+    # A full response: the server ignored Range, or this is the first attempt.
+    state.reset()
+    state.validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
+    return "wb"
+
+
+def _copy_body(response, out, state: _Partial, bar) -> int:
+    """Stream the body into `out` and the running md5; the number of bytes received."""
+    received = 0
+    while True:
+        try:
+            chunk = response.read(_CHUNK)
+        except (OSError, http.client.HTTPException) as e:
+            raise _Transient(_reason(e)) from None
+        if not chunk:
+            return received
+        out.write(chunk)
+        state.hasher.update(chunk)
+        state.done += len(chunk)
+        received += len(chunk)
+        bar.update(len(chunk))
 
 
 def _verify(source: str, expected: str | None, actual: str) -> None:

@@ -115,6 +115,19 @@ def build_coco5(
     selection = select_images(coco, cfg, label=str(annotations_json))
     locate = _Locator(cfg, coco.imgs, cache_dir)
 
+    slots, unusable = _fetch_all(cfg, selection, locate, progress)
+    dataset, rows = _assemble(cfg, selection, slots, annotations_json, unusable)
+    with atomic_dir(browse_dir) as tmp:
+        _write_browse(tmp, dataset, rows)
+        # Inside the browse block: if the arrays cannot be written, no browse folder appears.
+        save_prepared(dataset, prepared_dir)
+    return dataset
+
+
+def _fetch_all(cfg: Coco5Config, selection, locate: _Locator, progress: bool
+               ) -> tuple[list[list[tuple[_Image, _Job] | None]], list[dict]]:
+    """Fetch every picked image, replacing each unusable one by its class's next spare, in
+    waves; the filled slots (class, position) and the images found unusable."""
     slots: list[list[tuple[_Image, _Job] | None]] = [[None] * len(ids)
                                                      for ids in selection.picked]
     jobs = [_Job(label, pos, image_id, None) for label, ids in enumerate(selection.picked)
@@ -123,57 +136,58 @@ def build_coco5(
     spares = [list(reversed(s)) for s in selection.spares]  # pop() takes the next one
     tried = bad = 0
     unusable: list[dict] = []
-
     with tqdm(total=len(jobs), desc="coco5 images", unit="img", disable=not progress) as bar:
         pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="coco5")
         try:
             while jobs:
-                results = _run_wave(pool, jobs, locate.load, bar)
-                pairs = list(zip(jobs, results, strict=True))
+                pairs = list(zip(jobs, _run_wave(pool, jobs, locate.load, bar), strict=True))
                 failed = [(job, r) for job, r in pairs if isinstance(r, _BadImage)]
-                tried += len(jobs)
-                bad += len(failed)
-                if failed and bad >= MIN_BAD_TO_STOP and bad > MAX_BAD_FRACTION * tried:
-                    job, reason = failed[0]
-                    raise CnnlabError(
-                        f"{bad} of {tried} COCO images could not be used (e.g. image "
-                        f"{job.image_id}: {reason}); the image source looks wrong, not the "
-                        f"images: check data.coco5.image_source")
+                tried, bad = tried + len(jobs), bad + len(failed)
+                _check_source(failed, bad, tried)
                 for job, result in pairs:
                     if isinstance(result, _Image):
                         slots[job.label][job.position] = (result, job)
-                next_jobs = []
-                # jobs are in (class, position) order, so replacements do not depend on timing
-                for job, reason in failed:
-                    name = cfg.classes[job.label]
-                    unusable.append({"image_id": job.image_id, "class": name})
-                    spare = _next_spare(spares[job.label], used)
-                    _say(f"coco5: image {job.image_id} ({name}) unusable: {reason}; "
-                         + (f"replaced by {spare}" if spare is not None else "no spare left"),
-                         progress)
-                    if spare is not None:
-                        next_jobs.append(_Job(job.label, job.position, spare, job.image_id))
-                    elif not cfg.allow_shortfall:
-                        raise CnnlabError(
-                            f"class {name!r}: no spare image left to replace unusable image "
-                            f"{job.image_id} ({reason}); set data.coco5.allow_shortfall: true "
-                            f"to take what there is")
-                bar.total += len(next_jobs)
+                jobs = _replacements(cfg, failed, spares, used, unusable, progress)
+                bar.total += len(jobs)
                 bar.refresh()
-                jobs = next_jobs
         except BaseException:
             # Do not wait for fetches in flight (up to retries x timeout on a stuck host): they
             # can only finish writing whole files into the cache.
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
+    return slots, unusable
 
-    dataset, rows = _assemble(cfg, selection, slots, annotations_json, unusable)
-    with atomic_dir(browse_dir) as tmp:
-        _write_browse(tmp, dataset, rows)
-        # Inside the browse block: if the arrays cannot be written, no browse folder appears.
-        save_prepared(dataset, prepared_dir)
-    return dataset
+
+def _check_source(failed: list, bad: int, tried: int) -> None:
+    """Too many unusable images mean a wrong source, not bad images: stop with one line."""
+    if failed and bad >= MIN_BAD_TO_STOP and bad > MAX_BAD_FRACTION * tried:
+        job, reason = failed[0]
+        raise CnnlabError(
+            f"{bad} of {tried} COCO images could not be used (e.g. image "
+            f"{job.image_id}: {reason}); the image source looks wrong, not the "
+            f"images: check data.coco5.image_source")
+
+
+def _replacements(cfg: Coco5Config, failed: list, spares: list[list[int]], used: set[int],
+                  unusable: list[dict], progress: bool) -> list[_Job]:
+    """The next wave: a spare of the same class for each failed job. Jobs are in (class,
+    position) order, so replacements do not depend on timing."""
+    next_jobs = []
+    for job, reason in failed:
+        name = cfg.classes[job.label]
+        unusable.append({"image_id": job.image_id, "class": name})
+        spare = _next_spare(spares[job.label], used)
+        _say(f"coco5: image {job.image_id} ({name}) unusable: {reason}; "
+             + (f"replaced by {spare}" if spare is not None else "no spare left"), progress)
+        if spare is not None:
+            next_jobs.append(_Job(job.label, job.position, spare, job.image_id))
+        elif not cfg.allow_shortfall:
+            raise CnnlabError(
+                f"class {name!r}: no spare image left to replace unusable image "
+                f"{job.image_id} ({reason}); set data.coco5.allow_shortfall: true "
+                f"to take what there is")
+    return next_jobs
 
 
 # ------------------------------------------------------------------------------------ fetching

@@ -22,6 +22,12 @@ class MixUp:
         lam = float(self.rng.beta(self.alpha, self.alpha))
         return lam, torch.randperm(batch, generator=gen, device=device)
 
+    def state_dict(self) -> dict:
+        return self.rng.bit_generator.state  # plain ints and strings: loads with weights_only
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
 
 def mix(x: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
     return lam * x + (1 - lam) * x[perm]

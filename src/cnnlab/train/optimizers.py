@@ -12,7 +12,6 @@ from collections.abc import Iterable
 
 import torch
 
-from cnnlab import catalog
 from cnnlab.config import OptimizerConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.fastpath import FastPath, fused_kwargs

@@ -27,6 +27,13 @@ class Schedule:
         if self.scheduler is not None and not self.per_batch:
             self.scheduler.step()
 
+    def state_dict(self) -> dict | None:
+        return self.scheduler.state_dict() if self.scheduler is not None else None
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state)
+
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Scheduler, epochs: int,
                     steps_per_epoch: int) -> Schedule:
@@ -36,7 +43,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Scheduler, epochs: in
     if cfg.name == "onecycle":
         return Schedule(lr_scheduler.OneCycleLR(
             # max_lr null: the optimizer's own learning rate (its preset's, if left out too).
-            optimizer, max_lr=cfg.max_lr or optimizer.defaults["lr"], total_steps=total, pct_start=cfg.pct_start,
+            optimizer, max_lr=cfg.max_lr or optimizer.defaults["lr"], total_steps=total,
+            pct_start=cfg.pct_start,
             anneal_strategy=cfg.anneal_strategy, div_factor=cfg.div_factor,
             final_div_factor=cfg.final_div_factor), per_batch=True)
     if cfg.name == "cosine":
