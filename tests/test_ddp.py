@@ -20,8 +20,8 @@ from test_resume import outputs, project
 
 from cnnlab.data.loader import DeviceSplit
 from cnnlab.data.prepared import PreparedDataset, Split, save_prepared
-from cnnlab.train.distributed import SINGLE, Parallel, torchrun_group
 from cnnlab.errors import CnnlabError
+from cnnlab.train.distributed import SINGLE, Parallel, torchrun_group
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).parent / "torchrun"  # the launcher installed beside torch

@@ -14,9 +14,9 @@ from cnnlab.config import Speed, parse_params
 from cnnlab.data.loader import DeviceSplit
 from cnnlab.evaluate.scoring import predict
 from cnnlab.fastpath import fused_kwargs, resolve_fastpath
-from cnnlab.train.optimizers import build_optimizer
 from cnnlab.schema import ParamsError
 from cnnlab.train.loop import train
+from cnnlab.train.optimizers import build_optimizer
 
 CPU = torch.device("cpu")
 

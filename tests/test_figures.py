@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.report import figures
-from cnnlab.data.augment import normalize
 from cnnlab.config import Normalize
+from cnnlab.data.augment import normalize
+from cnnlab.report import figures
 from cnnlab.report.figure_data import (
     class_counts,
     filters_as_images,

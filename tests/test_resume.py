@@ -18,8 +18,8 @@ from test_training import RecordingLogger, experiment, separable_dataset
 
 from cnnlab.config import Scheduler
 from cnnlab.data.prepared import save_prepared
-from cnnlab.train.resume import ResumeFile, fingerprint
 from cnnlab.train.loop import train
+from cnnlab.train.resume import ResumeFile, fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

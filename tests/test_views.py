@@ -12,8 +12,8 @@ from cnnlab.config import parse_params
 from cnnlab.data.prepared import PreparedDataset, Split, save_prepared
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluate.stage import evaluate_experiment
-from cnnlab.train.stage import train_experiment
 from cnnlab.report.figure_sets import draw_experiment_figures
+from cnnlab.train.stage import train_experiment
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")

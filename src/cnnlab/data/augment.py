@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data.autoaugment import autoaugment_cifar10
 from cnnlab.config import Augment, Experiment, Normalize, Preprocess
+from cnnlab.data.autoaugment import autoaugment_cifar10
 from cnnlab.errors import CnnlabError
 
 
