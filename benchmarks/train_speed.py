@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import study_loop  # noqa: E402
 
 from cnnlab import paths  # noqa: E402
-from cnnlab.data.augment import model_input  # noqa: E402
 from cnnlab.config import Experiment, Speed, load_params  # noqa: E402
+from cnnlab.data.augment import model_input  # noqa: E402
 from cnnlab.data.loader import DeviceSplit  # noqa: E402
 from cnnlab.data.prepared import load_prepared  # noqa: E402
 from cnnlab.data.selection import select_data  # noqa: E402
@@ -49,9 +49,9 @@ from cnnlab.evaluate.scoring import predict  # noqa: E402
 from cnnlab.fastpath import resolve_fastpath  # noqa: E402
 from cnnlab.models import build_model  # noqa: E402
 from cnnlab.models.init import INITIALISERS  # noqa: E402
+from cnnlab.train.loop import train  # noqa: E402
 from cnnlab.train.optimizers import build_optimizer  # noqa: E402
 from cnnlab.train.schedulers import build_scheduler  # noqa: E402
-from cnnlab.train.loop import train  # noqa: E402
 
 LOOPS = ("study", "cnnlab", "cnnlab_fp32")
 LOOP_NAMES = {"study": "study-style loop", "cnnlab": "cnnlab",
@@ -103,7 +103,7 @@ def run_cnnlab(exp: Experiment, device: torch.device, args) -> dict[str, float]:
             "train_images_per_second": result.history[-1]["images_per_second"],
             "augment_images_per_second": len(train_split) / augment_seconds,
             "eval_images_per_second": len(eval_split) / eval_seconds,
-            "eval_accuracy": float((probs.argmax(1) == eval_split.labels.cpu().numpy()).mean())}
+            "eval_accuracy": probs.accuracy}
 
 
 def run_study(exp: Experiment, device: torch.device, args) -> dict[str, float]:

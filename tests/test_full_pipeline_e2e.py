@@ -20,6 +20,8 @@ from conftest import real_archive
 from dvc_project import dvc, make_project, ran_stages
 from httpserver import LocalServer
 
+from cnnlab.evaluate.record import MetricsRecord
+
 pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
 NETS = ("hw4net1", "hw4net2", "hw4net3")
 STUDY000 = ("ann", "cnn", "cnn_aug")
@@ -110,26 +112,29 @@ def test_report_has_every_study_table_and_links_figures(reproduced):
 
 def test_recipes_b_d_e_end_to_end(reproduced):
     root, _, _ = reproduced
-    metrics = {exp: json.loads((root / f"metrics/{exp}.json").read_text())
+    metrics = {exp: MetricsRecord.read(root / f"metrics/{exp}.json", exp)
                for exp in (*TRANSFER, "deepcnn", *DROPCNN)}
     # Recipe B: 10% of the 200 train images, 25% of the 40 test images; the study's freezing.
-    assert metrics["vgg16_tl"]["trainable_params"] == 126_666_250
-    assert metrics["resnet18_tl"]["trainable_params"] == 8_398_858
+    assert metrics["vgg16_tl"].trainable_params == 126_666_250
+    assert metrics["resnet18_tl"].trainable_params == 8_398_858
     for exp in TRANSFER:
-        assert (metrics[exp]["train_images"], metrics[exp]["eval_images"]) == (20, 10)
+        assert (metrics[exp].train_images, metrics[exp].eval_images) == (20, 10)
     # Recipe D: the best epoch's checkpoint is scored beside the final one.
-    assert metrics["deepcnn"]["best"]["epoch"] == 1
-    assert metrics["deepcnn"]["best"]["accuracy"] == metrics["deepcnn"]["accuracy"]
+    assert metrics["deepcnn"].best.epoch == 1
+    assert metrics["deepcnn"].best.accuracy == metrics["deepcnn"].accuracy
     assert (root / "data/models/deepcnn/best.pt").is_file()
     lrs = (root / "metrics/deepcnn/train/plots/metrics/lr.tsv").read_text().splitlines()[1:]
     assert len({line.split("\t")[-1] for line in lrs}) == len(lrs)  # OneCycle: a new lr each time
     # Recipe E: 20% of train held out as val, scored beside test; Keras' optimizer defaults.
     for exp in DROPCNN:
-        assert metrics[exp]["train_images"] == 160 and "val_accuracy" in metrics[exp]
+        assert metrics[exp].train_images == 160 and "val" in metrics[exp].split_accuracy
         val = (root / f"metrics/{exp}/train/plots/metrics/epoch/val_accuracy.tsv")
         assert val.is_file()
-    assert metrics["dropcnn_sgd"]["optimizer"]["lr"] == 0.01
-    assert metrics["dropcnn_rmsprop"]["optimizer"]["alpha"] == 0.9
+    # The optimizers as built, Keras' defaults filled in, recorded beside the metrics.
+    optimizers = {exp: json.loads((root / f"metrics/{exp}/eval/provenance.json").read_text())[
+        "optimizer"] for exp in DROPCNN}
+    assert optimizers["dropcnn_sgd"]["lr"] == 0.01
+    assert optimizers["dropcnn_rmsprop"]["alpha"] == 0.9
 
 
 def test_coco5_hw4_nets_and_their_comparison(reproduced):
@@ -146,9 +151,10 @@ def test_coco5_hw4_nets_and_their_comparison(reproduced):
         assert image.shape == (64, 64, 3)
 
     for net in NETS:
-        metrics = json.loads((root / f"metrics/{net}.json").read_text())
-        assert metrics["split"] == "val" and metrics["dataset"] == "coco5"
-        assert metrics["params"] == PARAMS[net] and "train_accuracy" in metrics
+        metrics = MetricsRecord.read(root / f"metrics/{net}.json", net)
+        provenance = json.loads((root / f"metrics/{net}/eval/provenance.json").read_text())
+        assert provenance["eval_split"] == "val" and provenance["dataset"] == "coco5"
+        assert metrics.params == PARAMS[net] and "train" in metrics.split_accuracy
         report = (root / f"metrics/{net}/eval/classification_report.md").read_text()
         assert "| dog |" in report and "| macro avg |" in report
         norms = root / f"metrics/{net}/train/plots/metrics/grad_norm"

@@ -4,7 +4,9 @@ repository, on a tiny generated archive in the official binary format served ove
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -17,6 +19,8 @@ import pytest
 from cifar_archives import write_binary_archive
 from dvc_project import dvc, edit_params, make_project, ran_stages, run
 from httpserver import LocalServer
+
+from cnnlab.evaluate.record import MetricsRecord
 
 STUDY000 = ("ann", "cnn", "cnn_aug")
 # test_full_pipeline_e2e.py runs every stage; these tests stay on the CIFAR-10 branch.
@@ -51,7 +55,7 @@ def reproduced(tmp_path_factory, server):
 
 
 def test_repro_runs_every_stage_and_writes_the_contracts(reproduced, server):
-    root, _, result = reproduced
+    root, env, result = reproduced
     assert ran_stages(result.stdout) == {"download_cifar10", "prepare_cifar10",
                                          *(f"train@{e}" for e in STUDY000),
                                          *(f"evaluate@{e}" for e in STUDY000)}
@@ -59,20 +63,17 @@ def test_repro_runs_every_stage_and_writes_the_contracts(reproduced, server):
     meta = json.loads((root / "data/prepared/cifar10/meta.json").read_text())
     assert meta["splits"] == {"train": 200, "test": 40}
     for exp in STUDY000:
-        metrics = json.loads((root / f"metrics/{exp}.json").read_text())
-        for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "params",
-                    "epochs", "dataset", "split", "per_class", "git_rev",
-                    "torch_version", "device"):
-            assert key in metrics, f"{exp}: {key} missing"
-        assert metrics["epochs"] == 1 and metrics["dataset"] == "cifar10"
-        assert metrics["split"] == "test" and len(metrics["per_class"]) == 10
+        record = MetricsRecord.read(root / f"metrics/{exp}.json", exp)
+        assert (record.epochs, record.train_images, record.eval_images) == (1, 200, 40)
+        assert list(record.per_class) == sorted(meta["classes"])
+        provenance = json.loads((root / f"metrics/{exp}/eval/provenance.json").read_text())
+        head = run(["git", "rev-parse", "HEAD"], root, env).stdout.strip()
+        assert provenance["git_rev"] == head and provenance["device"].startswith("cpu")
+        assert (provenance["dataset"], provenance["eval_split"]) == ("cifar10", "test")
         assert (root / f"data/models/{exp}/final.pt").is_file()
-        loss_tsv = root / f"metrics/{exp}/train/plots/metrics/loss.tsv"
-        if exp == "ann":
-            assert not loss_tsv.exists()  # 7 steps never reach log_every=100
-        else:
-            loss = loss_tsv.read_text().splitlines()
-            assert loss[0].split("\t") == ["step", "loss"] and len(loss) == 1 + 7 // 2
+        loss = (root / f"metrics/{exp}/train/plots/metrics/loss.tsv").read_text().splitlines()
+        records = 0 if exp == "ann" else 7 // 2  # ann's 7 steps never reach log_every=100
+        assert loss[0].split("\t") == ["step", "loss"] and len(loss) == 1 + records
         predictions = (root / f"metrics/{exp}/eval/predictions.csv").read_text().splitlines()
         assert predictions[0] == "index,actual,predicted,confidence" and len(predictions) == 41
         report = (root / f"metrics/{exp}/eval/classification_report.csv").read_text().splitlines()
@@ -82,7 +83,9 @@ def test_repro_runs_every_stage_and_writes_the_contracts(reproduced, server):
 def test_plots_show_draws_the_confusion_matrix_and_loss(reproduced, tmp_path):
     """`dvc plots show` and `dvc plots diff` write a self-contained page (.dvc/plots/offline.html:
     vega, vega-lite and vega-embed inlined) that headless Chromium draws with no network at all:
-    one Vega view per plot, confusion matrices as such, the training series as steps."""
+    one Vega view per plot, confusion matrices as such, the training series as lines (a point per
+    epoch on the per-epoch ones), study 000's experiments compared on the top-level plots.
+    tests/test_dvc_plots.py reads back what Vega draws for every study."""
     root, env, _ = reproduced
     dvc(root, env, "plots", "show", "-o", str(tmp_path / "plots"))
     page_file = tmp_path / "plots" / "index.html"
@@ -138,12 +141,15 @@ def test_plots_show_draws_the_confusion_matrix_and_loss(reproduced, tmp_path):
         r'<div id = "([^"]+)">\s*<script type = "text/javascript">\s*var spec = (.*?);\s*'
         r"vegaEmbed\('#\1', spec\);", page, re.S)}
     assert len(specs) == page.count("vegaEmbed(")
-    # Drawn: every series these trainings logged and each confusion matrix. The plots whose files
-    # this run does not make (study 002's, the top-level one) get an empty spec, an empty view.
+    # Drawn: every series these trainings logged, each confusion matrix and study 000's three
+    # comparisons. ann's loss and lr (a header alone: too short a run) and the plots of the other
+    # studies, whose files this run does not make, get an empty spec, an empty view.
     series = [path.relative_to(root).as_posix() for exp in STUDY000
-              for path in (root / f"metrics/{exp}/train/plots/metrics").rglob("*.tsv")]
+              for path in (root / f"metrics/{exp}/train/plots/metrics").rglob("*.tsv")
+              if len(path.read_text().splitlines()) > 1]
     confusions = [f"metrics/{exp}/eval/predictions.csv" for exp in STUDY000]
-    drawn = {re.sub(r"[/.]", "_", path) for path in series + confusions}
+    comparisons = {"study000_loss", "study000_test_accuracy", "study000_lr"}
+    drawn = {re.sub(r"[/.]", "_", path) for path in series + confusions} | comparisons
     assert {plot_id for plot_id, spec in specs.items() if spec} == drawn
     assert sum(i.endswith("_metrics_loss_tsv") for i in drawn) == 2  # not ann: too short a run
 
@@ -160,9 +166,11 @@ def test_plots_show_draws_the_confusion_matrix_and_loss(reproduced, tmp_path):
         types = [m["type"] for m in marks(specs[plot_id])]
         if plot_id.endswith("_eval_predictions_csv"):
             assert "rect" in types and "line" not in types, plot_id  # dvc's confusion template
-        else:  # .dvc/plots/step.json
+        else:  # .dvc/plots/{steps,epochs,compare_steps,compare_epochs}.json
             lines = [m for m in marks(specs[plot_id]) if m["type"] == "line"]
-            assert lines and all(m.get("interpolate") == "step-after" for m in lines), plot_id
+            assert lines and all(m.get("interpolate") == "linear" for m in lines), plot_id
+            per_epoch = "_epoch_" in plot_id or plot_id == "study000_test_accuracy"
+            assert all(bool(m.get("point")) == per_epoch for m in lines), plot_id
 
     # `dvc plots diff` fills the same page.
     dvc(root, env, "plots", "diff", "-o", str(tmp_path / "diff"))
@@ -223,6 +231,21 @@ def test_same_params_give_a_bit_identical_metrics_file(reproduced):
     assert "up to date" in status and "changed" not in status
 
 
+def test_exp_show_holds_the_metrics_records_and_nothing_else(reproduced):
+    """`dvc exp show` of the trio: three records of 20 numbers (4 scores, 10 classes, 6 counts),
+    no column from the train summaries or the provenance, and no string among the metrics."""
+    root, env, _ = reproduced
+    header, workspace = list(csv.reader(io.StringIO(
+        dvc(root, env, "exp", "show", "--csv").stdout)))[:2]
+    # Metric columns are "<file>:<key>"; the other columns are params and deps' hashes.
+    metrics = {name: value for name, value in zip(header, workspace, strict=True)
+               if name.startswith("metrics/") and ":" in name}
+    assert {name.split(":")[0] for name in metrics} == {f"metrics/{e}.json" for e in STUDY000}
+    assert len(metrics) == 3 * 20, sorted(metrics)
+    for value in metrics.values():
+        float(value)  # a number, never a name, a version or a revision
+
+
 def test_exp_run_reruns_only_the_changed_experiment_and_metrics_diff_shows_it(reproduced):
     root, env, _ = reproduced
     run(["git", "add", "-A"], root, env)
@@ -232,9 +255,9 @@ def test_exp_run_reruns_only_the_changed_experiment_and_metrics_diff_shows_it(re
     assert ran_stages(result.stdout) == {"train@cnn", "evaluate@cnn"}
 
     diff = json.loads(dvc(root, env, "metrics", "diff", "--json").stdout)
-    assert set(diff) == {"metrics/cnn.json", "metrics/cnn/train/metrics.json"}
-    assert diff["metrics/cnn/train/metrics.json"]["train_loss"]["diff"] != 0
+    assert set(diff) == {"metrics/cnn.json"}  # the train summary is no metric: see below
     assert "params" not in diff["metrics/cnn.json"]  # same model, other optimizer settings
+    assert all(change["diff"] != 0 for change in diff["metrics/cnn.json"].values())
     shown = dvc(root, env, "exp", "show", "--csv").stdout
     assert "experiments.cnn.optimizer.lr" in shown
 
@@ -247,3 +270,27 @@ def test_bad_md5_fails_the_stage_in_one_line_and_leaves_nothing(tmp_path, server
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: md5 mismatch")]
     assert len(errors) == 1 and server.md5 in errors[0]
     assert list((tmp_path / "data").glob("raw/*")) == []
+
+
+def test_metrics_diff_of_identical_runs_at_two_commits_is_empty(reproduced):
+    """The same params run again at a later commit: the provenance names the new commit and the
+    train summary its new timings, yet `dvc metrics diff` between the commits shows nothing."""
+    root, env, _ = reproduced
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "results", "--allow-empty"], root, env)
+    (root / "NOTES.md").write_text("A commit that changes no code and no params.\n")
+    run(["git", "add", "NOTES.md"], root, env)
+    run(["git", "commit", "-qm", "notes"], root, env)
+    dvc(root, env, "repro", "-f", "-s", "train@ann")
+    dvc(root, env, "repro", "-f", "-s", "evaluate@ann")
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "the same run again"], root, env)
+
+    changed = run(["git", "diff", "--name-only", "HEAD~2", "HEAD"], root, env).stdout.split()
+    assert {"metrics/ann/eval/provenance.json", "metrics/ann/train/metrics.json"} <= set(changed)
+    assert "metrics/ann.json" not in changed
+    provenance = json.loads((root / "metrics/ann/eval/provenance.json").read_text())
+    assert provenance["git_rev"] == run(["git", "rev-parse", "HEAD~1"], root, env).stdout.strip()
+    diff = dvc(root, env, "metrics", "diff", "--json", "HEAD~2", "HEAD").stdout
+    assert json.loads(diff) == {}
+    assert dvc(root, env, "metrics", "diff", "HEAD~2", "HEAD").stdout.strip() == ""

@@ -1,7 +1,9 @@
 """The report stage: tables from saved metrics, compared exactly with golden files.
 
-Inputs are tests/fixtures/report/metrics/<exp>.json, invented (plausible, not measured) metrics
-for all twelve experiments. The goldens are the expected outputs, file for file:
+Inputs are invented (plausible, not measured) results for all twelve experiments:
+tests/fixtures/report/metrics/<exp>.json, each a metrics record as evaluate@<exp> writes it, and
+tests/fixtures/report/train/<exp>.json, the part of its train summary the report reads. The model,
+dataset and eval split come from params.yaml. The goldens are the expected outputs, file for file:
   - tests/fixtures/report/full/: render_report with all twelve experiments defined;
   - tests/fixtures/report/current/: write_report with the six experiments params.yaml defined
     when this was written (study 000 and 002), so the other studies show "not in params.yaml yet".
@@ -24,6 +26,9 @@ import yaml
 
 from cnnlab.config import parse_params
 from cnnlab.errors import CnnlabError
+from cnnlab.evaluate.record import MetricsRecord
+from cnnlab.report.results import Result
+from cnnlab.report.studies import REPORTED, REPORTED_PARAMS, STUDIES, STUDY_OF
 from cnnlab.report.tables import (
     CSV_FILES,
     OUTPUT_FILES,
@@ -35,7 +40,6 @@ from cnnlab.report.tables import (
     write_report,
 )
 from cnnlab.schema import ParamsError
-from cnnlab.report.studies import REPORTED, REPORTED_PARAMS, STUDIES, STUDY_OF
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "report"
@@ -46,9 +50,17 @@ OPTIMIZERS = {"dropcnn_adam": "adam, lr 0.001", "dropcnn_sgd": "sgd, lr 0.01",
               "dropcnn_rmsprop": "rmsprop, lr 0.001"}
 
 
-def fixture_metrics(experiments) -> dict[str, dict]:
-    return {exp: json.loads((FIXTURES / "metrics" / f"{exp}.json").read_text(encoding="utf-8"))
-            for exp in experiments}
+def fixture_metrics(experiments) -> dict[str, Result]:
+    """The fixture results, as load_results builds them from the files and params.yaml."""
+    recipes = project_params(experiments)
+    results = {}
+    for exp in experiments:
+        recipe = recipes.experiment(exp)
+        train = json.loads((FIXTURES / "train" / f"{exp}.json").read_text(encoding="utf-8"))
+        results[exp] = Result(MetricsRecord.read(FIXTURES / "metrics" / f"{exp}.json", exp),
+                              recipe.model, recipe.dataset, recipe.eval_split,
+                              train["train_seconds"], train["device"])
+    return results
 
 
 def check_golden(files: dict[str, str], folder: Path) -> None:
@@ -77,18 +89,14 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-TIMINGS = ("train_seconds", "seconds_per_epoch")
-
-
 def copy_metrics(experiments, root: Path) -> None:
-    """Each fixture as the pipeline writes it: metrics/<exp>.json without timings, which live in
-    the train summary metrics/<exp>/train/metrics.json."""
-    for exp, record in fixture_metrics(experiments).items():
+    """Each fixture where the pipeline writes it: metrics/<exp>.json, and the timings and device
+    in the train summary metrics/<exp>/train/metrics.json."""
+    for exp in experiments:
         summary = root / "metrics" / exp / "train" / "metrics.json"
         summary.parent.mkdir(parents=True, exist_ok=True)
-        summary.write_text(json.dumps({k: record[k] for k in TIMINGS}), encoding="utf-8")
-        evaluated = {k: v for k, v in record.items() if k not in TIMINGS}
-        (root / "metrics" / f"{exp}.json").write_text(json.dumps(evaluated), encoding="utf-8")
+        shutil.copy(FIXTURES / "train" / f"{exp}.json", summary)
+        shutil.copy(FIXTURES / "metrics" / f"{exp}.json", root / "metrics" / f"{exp}.json")
 
 
 def test_report_of_all_twelve_experiments_matches_golden():
@@ -191,9 +199,19 @@ def test_every_missing_metrics_file_is_named_at_once(workdir):
                                "(run `dvc repro evaluate@cnn evaluate@hw4net1` first)")
 
 
+CNN_FIXTURE = (FIXTURES / "metrics" / "cnn.json").read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("{not json", r"^metrics/cnn\.json is not valid JSON .*; re-run `dvc repro -f evaluate@cnn`$"),
-    ('{"accuracy": 0.5}', r"^metrics/cnn\.json lacks precision_macro, .*, device; re-run "),
+    ('{"accuracy": 0.5}', r"^metrics/cnn\.json: lacks precision_macro, .*, seed; re-run "
+                          r"`dvc repro -f evaluate@cnn`$"),
+    # A record of the old shape, strings and all: the stage that writes the new one is named.
+    (CNN_FIXTURE.replace('"seed": 0', '"seed": 0, "model": "cnn"'),
+     r"^metrics/cnn\.json: model is not a metric of this record; re-run "
+     r"`dvc repro -f evaluate@cnn`$"),
+    (CNN_FIXTURE.replace('"params": 2122186', '"params": "2M"'),
+     r"^metrics/cnn\.json: params is '2M', not a whole number; re-run "),
 ])
 def test_unreadable_metrics_is_one_line(workdir, text, message):
     (workdir / "metrics").mkdir()
@@ -203,13 +221,18 @@ def test_unreadable_metrics_is_one_line(workdir, text, message):
     assert "\n" not in str(info.value)
 
 
-def test_train_seconds_come_from_the_train_summary(workdir):
+def test_train_seconds_and_device_come_from_the_train_summary(workdir):
     copy_metrics(["cnn"], workdir)
     summary = workdir / "metrics/cnn/train/metrics.json"
-    summary.write_text('{"train_seconds": 12.25}', encoding="utf-8")
+    summary.write_text('{"train_seconds": 12.25, "device": "2 processes x cpu"}', encoding="utf-8")
     write_report(project_params(["cnn"]))
     rows = (workdir / REPORT_DIR / CSV_FILES["all"]).read_text(encoding="utf-8").splitlines()
-    assert rows[1].split(",")[8] == "12.25"
+    assert rows[0].split(",")[8] == "train_seconds" and rows[1].split(",")[8] == "12.25"
+    assert rows[0].split(",")[-1] == "device" and rows[1].split(",")[-1] == "2 processes x cpu"
+    summary.write_text('{"train_seconds": 12.25}', encoding="utf-8")
+    with pytest.raises(CnnlabError, match=r"^metrics/cnn/train/metrics\.json lacks device as a "
+                                          r"name; re-run `dvc repro -f train@cnn`$"):
+        write_report(project_params(["cnn"]))
     summary.unlink()
     with pytest.raises(CnnlabError, match=r"^metrics/cnn/train/metrics\.json not found "
                                           r"\(run `dvc repro train@cnn` first\)$"):

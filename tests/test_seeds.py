@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cnnlab.errors import CnnlabError
+from cnnlab.evaluate.record import MetricsRecord
 from cnnlab.report.exp_show import ExpTable, Run, parse_exp_show, read_exp_show
 from cnnlab.report.seed_summary import markdown, seed_groups, summarize, to_json
 
@@ -23,11 +24,22 @@ def params(cnn_seed=0, lr=0.001, ann_seed=0) -> dict[str, object]:
             "profile.max_epochs": None}
 
 
+def record(accuracy, f1, seed) -> dict[str, object]:
+    """metrics/<exp>.json as `dvc exp show --json` gives it: a whole record."""
+    return MetricsRecord(accuracy=accuracy, precision_macro=f1, recall_macro=f1, f1_macro=f1,
+                         per_class={"a": accuracy, "b": accuracy}, params=10,
+                         trainable_params=10, epochs=1, train_images=8, eval_images=4,
+                         seed=seed).to_json()
+
+
 def run(name, seed, accuracy, f1, *, lr=0.001, state="success", created="2026-01-01T00:00:01",
-        metrics_seed=None, ann_seed=0) -> Run:
-    metrics = {"metrics/cnn.json": {"accuracy": accuracy, "f1_macro": f1,
-                                    "seed": seed if metrics_seed is None else metrics_seed},
-               "metrics/ann.json": {"accuracy": 0.3, "f1_macro": 0.2, "seed": ann_seed}}
+        metrics_seed=None, ann_seed=0, cnn_metrics=None) -> Run:
+    """cnn_metrics: metrics/cnn.json as given ("absent": no such file), else a record."""
+    cnn = record(accuracy, f1, seed if metrics_seed is None else metrics_seed)
+    metrics = {"metrics/cnn.json": cnn if cnn_metrics is None else cnn_metrics,
+               "metrics/ann.json": record(0.3, 0.2, ann_seed)}
+    if cnn_metrics == "absent":
+        del metrics["metrics/cnn.json"]
     return Run(name, name * 4, "b" * 40, created, state, params(seed, lr, ann_seed), metrics)
 
 
@@ -90,7 +102,10 @@ def test_groups_by_params_other_than_the_seed():
             run("d", 4, 0.70, 0.69, lr=0.01),  # another recipe: its own group
             run("e", 5, 0.0, 0.0, state="failed"), run("f", 6, 0.0, 0.0, state="queued"),
             run("g", 7, 0.9, 0.9, metrics_seed=0),  # evaluate@cnn did not run: stale metrics
-            run("h", 1, 0.60, 0.55, ann_seed=3)]  # an ann sweep's run: cnn's seed 1 again
+            run("h", 1, 0.60, 0.55, ann_seed=3),  # an ann sweep's run: cnn's seed 1 again
+            # A record of an older cnnlab (strings among the numbers) and a run without one.
+            run("i", 8, 0.9, 0.9, cnn_metrics={**record(0.9, 0.9, 8), "device": "cpu"}),
+            run("j", 9, 0.9, 0.9, cnn_metrics="absent")]
     groups, skipped = seed_groups(table(*runs), ["cnn"])
     main, other = groups
     assert main.seeds == (1, 2, 3) and main.differs == () and main.repeats == 1
@@ -100,7 +115,9 @@ def test_groups_by_params_other_than_the_seed():
     assert (main.stats["f1_macro"].min, main.stats["f1_macro"].max) == (0.50, 0.61)
     assert other.seeds == (4,) and other.differs == ("experiments.cnn.optimizer.lr=0.01",)
     assert skipped["cnn"] == {"failed": 1, "queued or running": 1,
-                              "with a stale metrics/cnn.json": 1}
+                              "with a stale metrics/cnn.json": 1,
+                              "with an unreadable metrics/cnn.json": 1,
+                              "without metrics/cnn.json": 1}
 
     text = markdown(groups, skipped)
     lines = text.splitlines()
@@ -113,7 +130,8 @@ def test_groups_by_params_other_than_the_seed():
                         "0.7000 (std undefined: 1 seed) | 0.6900 (std undefined: 1 seed) |")
     assert "Runs of a seed already counted, left out: 1." in lines
     assert ("Runs left out for cnn: 1 failed, 1 queued or running, "
-            "1 with a stale metrics/cnn.json.") in lines
+            "1 with a stale metrics/cnn.json, 1 with an unreadable metrics/cnn.json, "
+            "1 without metrics/cnn.json.") in lines
     assert to_json(groups)[0]["stats"]["accuracy"]["n"] == 3
 
 

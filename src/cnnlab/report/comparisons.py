@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import csv
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from cnnlab import paths
 from cnnlab.atomic import atomic_dir
 from cnnlab.config import Params
-from cnnlab.errors import CnnlabError
 from cnnlab.report.figures import grad_norms_figure, loss_curves_figure
+from cnnlab.report.results import Result, load_results
 from cnnlab.report.studies import REPORTED
 from cnnlab.text_tables import to_csv, to_markdown
 
 
 def read_series(tsv: Path, column: str) -> tuple[list[int], list[float]]:
-    """One dvclive series (step, value); empty when the run never logged it."""
+    """One training series (x, value): x is the `step` of per-step series, the `epoch` of
+    per-epoch ones; empty when the run never logged it."""
     if not tsv.is_file():
         return [], []
     with open(tsv, encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return [int(r["step"]) for r in rows], [float(r[column]) for r in rows]
+        reader = csv.DictReader(f, delimiter="\t")
+        rows = list(reader)
+    x = "epoch" if "epoch" in (reader.fieldnames or ()) else "step"
+    return [int(r[x]) for r in rows], [float(r[column]) for r in rows]
 
 
 def grad_norm_means(experiment: str) -> dict[str, float]:
@@ -43,21 +45,22 @@ def _layer_order(name: str) -> tuple[int, int]:
     return kind, int(digits) if digits else 0
 
 
-def comparison_rows(experiments: Sequence[str]) -> list[dict[str, object]]:
+def comparison_rows(results: Mapping[str, Result],
+                    grad_norms: Mapping[str, Mapping[str, float]]) -> list[dict[str, object]]:
+    """One row per experiment, in the order given; `grad_norms` are each one's mean gradient
+    norm per layer (grad_norm_means), empty when the run did not log them."""
     rows = []
-    for exp in experiments:
-        m = json.loads(paths.metrics_file(exp).read_text(encoding="utf-8"))
-        train = json.loads(paths.train_summary(exp).read_text(encoding="utf-8"))
-        reported = REPORTED.get(exp, {})
-        norms = grad_norm_means(exp)
+    for exp, result in results.items():
+        record, reported, norms = result.record, REPORTED.get(exp, {}), grad_norms[exp]
+        train_accuracy = record.split_accuracy.get("train")
         rows.append({
             "experiment": exp,
-            "params": m["params"],
-            f"{m['split']}_accuracy": round(m["accuracy"], 4),
-            "train_accuracy": round(m["train_accuracy"], 4) if "train_accuracy" in m else None,
-            "f1_macro": round(m["f1_macro"], 4),
-            "epochs": m["epochs"],
-            "train_seconds": round(train["train_seconds"], 1),
+            "params": record.params,
+            f"{result.split}_accuracy": round(record.accuracy, 4),
+            "train_accuracy": None if train_accuracy is None else round(train_accuracy, 4),
+            "f1_macro": round(record.f1_macro, 4),
+            "epochs": record.epochs,
+            "train_seconds": round(result.train_seconds, 1),
             "first_layer_grad_norm": round(next(iter(norms.values())), 6) if norms else None,
             "study_val_accuracy": reported.get("val_accuracy"),
             "study_train_accuracy": reported.get("train_accuracy"),
@@ -67,19 +70,16 @@ def comparison_rows(experiments: Sequence[str]) -> list[dict[str, object]]:
 
 def compare_experiments(params: Params, name: str, experiments: list[str]) -> None:
     """Tables (Markdown, CSV) and overlay figures for a group of finished experiments."""
-    for exp in experiments:
-        params.experiment(exp)  # an unknown name fails here, listing the known ones
-        if not paths.metrics_file(exp).is_file():
-            raise CnnlabError(f"{paths.metrics_file(exp)} not found "
-                              f"(run `dvc repro evaluate@{exp}` first)")
-    rows = comparison_rows(experiments)
+    # An unknown name fails here listing the known ones; a missing file names its stage.
+    results = load_results(params, experiments)
+    norms = {exp: grad_norm_means(exp) for exp in experiments}
+    rows = comparison_rows(results, norms)
     every = params.experiment(experiments[0]).log_every
     with atomic_dir(paths.comparison_dir(name)) as out:
         (out / "table.md").write_text(to_markdown(rows), encoding="utf-8")
         (out / "table.csv").write_text(to_csv(rows), encoding="utf-8")
         losses = {exp: read_series(paths.loss_series(exp), "loss") for exp in experiments}
         loss_curves_figure(losses, out / "loss_curves.png", f"{name}: training loss", every)
-        norms = {exp: grad_norm_means(exp) for exp in experiments}
         if any(norms.values()):
             grad_norms_figure(norms, out / "grad_norms.png", f"{name}: gradient norm per layer")
     print(to_markdown(rows))

@@ -42,16 +42,17 @@ import torch
 from torch import nn
 
 from cnnlab import paths
-from cnnlab.report import figures
 from cnnlab.atomic import atomic_dir
-from cnnlab.data.augment import augment_batch, model_input
-from cnnlab.models.checkpoints import load_model
-from cnnlab.report.comparisons import read_series
 from cnnlab.config import Experiment, Params
+from cnnlab.data.augment import augment_batch, model_input
 from cnnlab.data.loader import DeviceSplit
 from cnnlab.data.prepared import PreparedDataset, Split, load_prepared
 from cnnlab.data.selection import ExperimentData, select_data
 from cnnlab.errors import CnnlabError
+from cnnlab.evaluate.metrics import classification_metrics, classification_report_rows
+from cnnlab.models.checkpoints import load_model
+from cnnlab.report import figures
+from cnnlab.report.comparisons import read_series
 from cnnlab.report.figure_data import (
     class_counts,
     first_index_per_class,
@@ -59,7 +60,6 @@ from cnnlab.report.figure_data import (
     sample_indices,
     to_display,
 )
-from cnnlab.evaluate.metrics import classification_metrics, classification_report_rows
 
 AUGMENTED_VERSIONS = 5
 BATCH_SHOWN = 16  # images of the first training batch
@@ -297,7 +297,7 @@ def _evaluation_figures(exp: Experiment, name: str, classes: tuple[str, ...],
             classification_report_rows(true, predicted, classes),
             out / "classification_report.png", f"{name}: classification report ({split})"),
         figures.per_class_accuracy_figure(
-            classification_metrics(true, predicted, classes)["per_class"],
+            classification_metrics(true, predicted, classes).per_class,
             out / "per_class_accuracy.png", f"{name}: accuracy per class ({split})"),
         figures.most_confused_figure(
             most_confused_pairs(matrix, classes, CONFUSED_PAIRS), out / "most_confused.png",

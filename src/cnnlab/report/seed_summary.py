@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -24,9 +24,14 @@ import numpy as np
 from cnnlab import paths
 from cnnlab.atomic import write_text
 from cnnlab.errors import CnnlabError
+from cnnlab.evaluate.record import InvalidRecord, MetricsRecord
 from cnnlab.report.exp_show import PENDING, ExpTable, Run, parse_exp_show, read_exp_show
 
-METRICS = ("accuracy", "f1_macro")
+# What is averaged over the seeds, by the name the summary gives it.
+METRICS: Mapping[str, Callable[[MetricsRecord], float]] = {
+    "accuracy": lambda record: record.accuracy,
+    "f1_macro": lambda record: record.f1_macro,
+}
 QUEUE_HINT = "dvc exp run --queue -S experiments.{exp}.seed=N, then dvc queue start"
 
 
@@ -82,25 +87,37 @@ def recipe(params: Mapping[str, object], exp: str) -> dict[str, str]:
 def collect_points(runs: Sequence[Run], exp: str) -> tuple[list[Point], Counter[str]]:
     """Each finished run's seed and metrics for `exp`, and why the other runs were left out."""
     points, skipped = [], Counter()
-    metrics_file = paths.metrics_file(exp).as_posix()
     for run in runs:
-        metrics = run.metrics.get(metrics_file, {})
         seed = run.params.get(f"experiments.{exp}.seed")
-        if run.state in PENDING:
-            skipped["queued or running"] += 1
-        elif run.state != "success":
-            skipped["failed"] += 1
-        elif seed is None:
-            skipped[f"without experiments.{exp}"] += 1
-        elif not all(isinstance(metrics.get(m), (int, float)) for m in METRICS):
-            skipped[f"without {metrics_file}"] += 1
-        elif "seed" in metrics and metrics["seed"] != seed:
-            # evaluate@<exp> did not run in this experiment: its metrics are another seed's.
-            skipped[f"with a stale {metrics_file}"] += 1
+        record, left_out = _record(run, exp, seed)
+        if left_out:
+            skipped[left_out] += 1
         else:
             points.append(Point(run.name, run.created, seed, recipe(run.params, exp) | {
-                "baseline": json.dumps(run.baseline[:7])}, {m: float(metrics[m]) for m in METRICS}))
+                "baseline": json.dumps(run.baseline[:7])},
+                {name: value(record) for name, value in METRICS.items()}))
     return points, skipped
+
+
+def _record(run: Run, exp: str, seed: object) -> tuple[MetricsRecord | None, str | None]:
+    """The run's metrics record of `exp`, or why the run is left out."""
+    metrics_file = paths.metrics_file(exp).as_posix()
+    if run.state in PENDING:
+        return None, "queued or running"
+    if run.state != "success":
+        return None, "failed"
+    if seed is None:
+        return None, f"without experiments.{exp}"
+    if metrics_file not in run.metrics:
+        return None, f"without {metrics_file}"
+    try:
+        record = MetricsRecord.from_json(run.metrics[metrics_file])
+    except InvalidRecord:  # e.g. written by an older cnnlab, before the record held numbers only
+        return None, f"with an unreadable {metrics_file}"
+    if record.seed != seed:
+        # evaluate@<exp> did not run in this experiment: its metrics are another seed's.
+        return None, f"with a stale {metrics_file}"
+    return record, None
 
 
 def group_points(points: Sequence[Point], exp: str) -> list[SeedGroup]:
@@ -189,7 +206,8 @@ def to_json(groups: Sequence[SeedGroup]) -> list[dict[str, object]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cnnlab.report.seed_summary", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m cnnlab.report.seed_summary",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="*", metavar="EXP",
                         help="experiments of params.yaml (default: every one swept over seeds)")

@@ -1,11 +1,11 @@
 """The report stage: Markdown and CSV tables comparing the experiments, from saved metrics only.
 
-Every table is a pure function of a mapping experiment -> metrics dict (the content of
-metrics/<exp>.json, plus train_seconds from the train summary), so tests can feed fixed metrics.
-The keys of that mapping are the experiments params.yaml defines: a table covers the ones of its
-study, and lists the study's other experiments under it as "not in params.yaml yet". `write_report`
-reads the metrics files and writes every output at once (OUTPUT_FILES, always the same list) into
-metrics/report/.
+Every table is a pure function of a mapping experiment -> Result (its metrics/<exp>.json read as
+a MetricsRecord, the names its recipe in params.yaml gives, and the train summary's wall time and
+device), so tests can feed fixed results. The keys of that mapping are the experiments
+params.yaml defines: a table covers the ones of its study, and lists the study's other
+experiments under it as "not in params.yaml yet". `write_report` reads the files and writes every
+output at once (OUTPUT_FILES, always the same list) into metrics/report/.
 
 CSVs hold the values as saved (fractions, seconds, counts), one row per defined experiment; a table
 with no defined experiment is written as its header line alone. The Markdown formats them (71.96%,
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,12 +22,12 @@ from pathlib import Path
 
 from cnnlab import paths
 from cnnlab.atomic import atomic_dir
-from cnnlab.text_tables import to_markdown
 from cnnlab.config import OptimizerConfig, Params
-from cnnlab.errors import CnnlabError
+from cnnlab.report.results import Result, load_results
 from cnnlab.report.studies import REPORTED, REPORTED_PARAMS, STUDIES, STUDY_OF
+from cnnlab.text_tables import to_markdown
 
-Metrics = Mapping[str, Mapping[str, object]]
+Results = Mapping[str, Result]
 
 REPORT_DIR = paths.METRICS / "report"
 REPORT_FILE = "report.md"
@@ -50,14 +49,6 @@ EXPERIMENT_FIGURES = {
 HW4_COMPARISON = paths.comparison_dir("hw4").name
 HW4_FIGURES = {"loss_curves.png": "loss curves",
                "grad_norms.png": "gradient norm per layer"}
-
-# Every key of metrics/<exp>.json that some table reads (train_accuracy is optional).
-REQUIRED_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "params",
-                 "trainable_params", "epochs", "train_images", "dataset", "split",
-                 "eval_images", "model", "device")
-# Read from the train summary (metrics/<exp>/train/metrics.json): timings are kept out of
-# metrics/<exp>.json so that it is bit-identical from run to run.
-TIMING_KEYS = ("train_seconds",)
 
 MISSING = "—"  # a Markdown cell with no value; the CSV leaves it empty
 
@@ -91,19 +82,12 @@ class Column:
     key: str  # the CSV header
     header: str  # the Markdown header
     fmt: Callable[[object], str]  # a value (never None) as a Markdown cell
-    get: Callable[[str, Mapping[str, object]], object] | None = None  # default: metrics[key]
-
-    def value(self, exp: str, metrics: Mapping[str, object]) -> object:
-        return metrics.get(self.key) if self.get is None else self.get(exp, metrics)
-
-
-def _metric(key: str, header: str, fmt: Callable[[object], str]) -> Column:
-    return Column(key, header, fmt)
+    value: Callable[[str, Result], object]  # an experiment's value; None when it has none
 
 
 def _reported(figure: str, header: str) -> Column:
     return Column(f"study_{figure}", header, _pct,
-                  lambda exp, m: REPORTED.get(exp, {}).get(figure))
+                  lambda exp, r: REPORTED.get(exp, {}).get(figure))
 
 
 def reported_summary(exp: str) -> str | None:
@@ -113,30 +97,37 @@ def reported_summary(exp: str) -> str | None:
     return ", ".join(figures) or None
 
 
-EXPERIMENT = Column("experiment", "experiment", _code, lambda exp, m: exp)
-MODEL = _metric("model", "model", _text)
-DATASET = _metric("dataset", "dataset", _text)
-PARAMS = _metric("params", "params", _count)
-TRAINABLE = _metric("trainable_params", "trainable params", _count)
+EXPERIMENT = Column("experiment", "experiment", _code, lambda exp, r: exp)
+MODEL = Column("model", "model", _text, lambda exp, r: r.model)
+DATASET = Column("dataset", "dataset", _text, lambda exp, r: r.dataset)
+PARAMS = Column("params", "params", _count, lambda exp, r: r.record.params)
+TRAINABLE = Column("trainable_params", "trainable params", _count,
+                   lambda exp, r: r.record.trainable_params)
 STUDY_PARAMS = Column("study_params", "study params", _count,
-                      lambda exp, m: REPORTED_PARAMS.get(exp))
-EPOCHS = _metric("epochs", "epochs", _count)
-TRAIN_IMAGES = _metric("train_images", "train images", _count)
-TRAIN_SECONDS = _metric("train_seconds", "train seconds", _seconds)
-SPLIT = _metric("split", "eval split", _text)
-EVAL_IMAGES = _metric("eval_images", "eval images", _count)
-ACCURACY = _metric("accuracy", "accuracy", _pct)
-TRAIN_ACCURACY = _metric("train_accuracy", "train accuracy", _pct)
-VAL_ACCURACY = _metric("val_accuracy", "val accuracy", _pct)
+                      lambda exp, r: REPORTED_PARAMS.get(exp))
+EPOCHS = Column("epochs", "epochs", _count, lambda exp, r: r.record.epochs)
+TRAIN_IMAGES = Column("train_images", "train images", _count,
+                      lambda exp, r: r.record.train_images)
+TRAIN_SECONDS = Column("train_seconds", "train seconds", _seconds,
+                       lambda exp, r: r.train_seconds)
+SPLIT = Column("split", "eval split", _text, lambda exp, r: r.split)
+EVAL_IMAGES = Column("eval_images", "eval images", _count, lambda exp, r: r.record.eval_images)
+ACCURACY = Column("accuracy", "accuracy", _pct, lambda exp, r: r.record.accuracy)
+# Splits scored beside the eval split (also_evaluate); experiments that do not score one have none.
+TRAIN_ACCURACY = Column("train_accuracy", "train accuracy", _pct,
+                        lambda exp, r: r.record.split_accuracy.get("train"))
+VAL_ACCURACY = Column("val_accuracy", "val accuracy", _pct,
+                      lambda exp, r: r.record.split_accuracy.get("val"))
 # keep_best experiments: the epoch best on the eval split, scored again from its checkpoint
 BEST_ACCURACY = Column("best_accuracy", "best-epoch accuracy", _pct,
-                       lambda exp, m: (m.get("best") or {}).get("accuracy"))
+                       lambda exp, r: r.record.best and r.record.best.accuracy)
 BEST_EPOCH = Column("best_epoch", "best epoch", _count,
-                    lambda exp, m: (m.get("best") or {}).get("epoch"))
-PRECISION = _metric("precision_macro", "macro precision", _frac)
-RECALL = _metric("recall_macro", "macro recall", _frac)
-F1 = _metric("f1_macro", "macro F1", _frac)
-DEVICE = _metric("device", "device", _text)
+                    lambda exp, r: r.record.best and r.record.best.epoch)
+PRECISION = Column("precision_macro", "macro precision", _frac,
+                   lambda exp, r: r.record.precision_macro)
+RECALL = Column("recall_macro", "macro recall", _frac, lambda exp, r: r.record.recall_macro)
+F1 = Column("f1_macro", "macro F1", _frac, lambda exp, r: r.record.f1_macro)
+DEVICE = Column("device", "device", _text, lambda exp, r: r.device)
 
 
 @dataclass(frozen=True)
@@ -161,68 +152,68 @@ class Table:
                              for c in self.columns} for row in self.rows])
 
 
-def _table(group: Sequence[str], columns: Sequence[Column], metrics: Metrics) -> Table:
-    rows = tuple({c.key: c.value(exp, metrics[exp]) for c in columns}
-                 for exp in group if exp in metrics)
-    return Table(tuple(columns), rows, tuple(exp for exp in group if exp not in metrics))
+def _table(group: Sequence[str], columns: Sequence[Column], results: Results) -> Table:
+    rows = tuple({c.key: c.value(exp, results[exp]) for c in columns}
+                 for exp in group if exp in results)
+    return Table(tuple(columns), rows, tuple(exp for exp in group if exp not in results))
 
 
-def ann_vs_cnn_table(metrics: Metrics) -> Table:
+def ann_vs_cnn_table(results: Results) -> Table:
     """Study 000: accuracy and macro precision, recall and F1 of ann, cnn and cnn_aug."""
-    return _table(STUDIES["000"], (EXPERIMENT, SPLIT, ACCURACY, PRECISION, RECALL, F1), metrics)
+    return _table(STUDIES["000"], (EXPERIMENT, SPLIT, ACCURACY, PRECISION, RECALL, F1), results)
 
 
-def transfer_table(metrics: Metrics) -> Table:
+def transfer_table(results: Results) -> Table:
     """Study 001: the two ImageNet-pretrained models against the study's test accuracy."""
     columns = (EXPERIMENT, PARAMS, TRAINABLE, TRAIN_IMAGES, EPOCHS, SPLIT, EVAL_IMAGES,
                ACCURACY, _reported("test_accuracy", "study test accuracy"), F1)
-    return _table(STUDIES["001"], columns, metrics)
+    return _table(STUDIES["001"], columns, results)
 
 
-def hw4_table(metrics: Metrics) -> Table:
+def hw4_table(results: Results) -> Table:
     """Study 002: params, val and train accuracy of the three nets, each beside the study's."""
     columns = (EXPERIMENT, PARAMS, STUDY_PARAMS, SPLIT, ACCURACY,
                _reported("val_accuracy", "study val accuracy"), TRAIN_ACCURACY,
                _reported("train_accuracy", "study train accuracy"))
-    return _table(STUDIES["002"], columns, metrics)
+    return _table(STUDIES["002"], columns, results)
 
 
-def deepcnn_table(metrics: Metrics) -> Table:
+def deepcnn_table(results: Results) -> Table:
     """Study 003: our best and final epoch's accuracy against the study's (Markdown only)."""
     columns = (EXPERIMENT, PARAMS, STUDY_PARAMS, EPOCHS, TRAIN_SECONDS, SPLIT, BEST_EPOCH,
                BEST_ACCURACY, _reported("best_test_accuracy", "study best test accuracy"),
-               Column("accuracy", "final accuracy", _pct),
+               Column("accuracy", "final accuracy", _pct, ACCURACY.value),
                _reported("final_test_accuracy", "study final test accuracy"))
-    return _table(STUDIES["003"], columns, metrics)
+    return _table(STUDIES["003"], columns, results)
 
 
-def optimizer_table(metrics: Metrics, optimizers: Mapping[str, str] | None = None) -> Table:
+def optimizer_table(results: Results, optimizers: Mapping[str, str] | None = None) -> Table:
     """Study 004: one dropout CNN per optimizer. `optimizers` labels each experiment's optimizer
     (params.yaml's, e.g. 'sgd, lr 0.01'); metrics files do not record it."""
     optimizers = optimizers or {}
-    optimizer = Column("optimizer", "optimizer", _text, lambda exp, m: optimizers.get(exp))
+    optimizer = Column("optimizer", "optimizer", _text, lambda exp, r: optimizers.get(exp))
     columns = (EXPERIMENT, optimizer, PARAMS, EPOCHS, TRAIN_SECONDS, SPLIT, ACCURACY,
                _reported("test_accuracy", "study test accuracy"), VAL_ACCURACY,
                _reported("val_accuracy", "study val accuracy"), F1)
-    return _table(STUDIES["004"], columns, metrics)
+    return _table(STUDIES["004"], columns, results)
 
 
-def all_experiments_table(metrics: Metrics) -> Table:
-    """Every defined experiment: the studies' ones in EXPERIMENTS.md's order, then any other."""
+def all_experiments_table(results: Results) -> Table:
+    """Every defined experiment: the studies' ones in study order, then any other."""
     known = [exp for group in STUDIES.values() for exp in group]
-    group = known + [exp for exp in metrics if exp not in STUDY_OF]
-    columns = (EXPERIMENT, Column("study", "study", _text, lambda exp, m: STUDY_OF.get(exp)),
+    group = known + [exp for exp in results if exp not in STUDY_OF]
+    columns = (EXPERIMENT, Column("study", "study", _text, lambda exp, r: STUDY_OF.get(exp)),
                MODEL, DATASET, PARAMS, TRAINABLE, EPOCHS, TRAIN_IMAGES, TRAIN_SECONDS, SPLIT,
                ACCURACY, Column("study_reported", "study reported", _text,
-                                lambda exp, m: reported_summary(exp)), DEVICE)
-    return _table(group, columns, metrics)
+                                lambda exp, r: reported_summary(exp)), DEVICE)
+    return _table(group, columns, results)
 
 
 @dataclass(frozen=True)
 class Section:
     key: str  # a study ("000") or "all"
     title: str
-    table: Callable[[Metrics, Mapping[str, str]], Table]
+    table: Callable[[Results, Mapping[str, str]], Table]
     note: str
 
 
@@ -257,7 +248,7 @@ INTRO = """\
 
 Built by `dvc repro report` from `metrics/<exp>.json` of every experiment defined in params.yaml;
 nothing here is re-evaluated. Accuracy is on each experiment's eval split. The study columns are
-the figures the original studies reported (`../shared/EXPERIMENTS.md`). Each experiment is one run
+the figures the original studies reported. Each experiment is one run
 with one seed: treat differences under about a point as noise.
 """
 
@@ -302,66 +293,36 @@ def render_markdown(tables: Mapping[str, Table], metrics_root: str = "..") -> st
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
-def build_tables(metrics: Metrics, optimizers: Mapping[str, str] | None = None) -> dict[str, Table]:
+def build_tables(results: Results, optimizers: Mapping[str, str] | None = None) -> dict[str, Table]:
     """Every section's table, keyed by study ("000" ... "004") and "all"."""
-    return {s.key: s.table(metrics, optimizers or {}) for s in SECTIONS}
+    return {s.key: s.table(results, optimizers or {}) for s in SECTIONS}
 
 
-def render_report(metrics: Metrics, optimizers: Mapping[str, str] | None = None,
+def render_report(results: Results, optimizers: Mapping[str, str] | None = None,
                   metrics_root: str = "..") -> dict[str, str]:
     """Every output file's name and text (OUTPUT_FILES, in that order)."""
-    tables = build_tables(metrics, optimizers)
+    tables = build_tables(results, optimizers)
     files = {REPORT_FILE: render_markdown(tables, metrics_root)}
     files.update({name: tables[key].csv() for key, name in CSV_FILES.items()})
     return files
 
 
-def load_metrics(experiments: Sequence[str]) -> dict[str, dict[str, object]]:
-    """metrics/<exp>.json of each experiment; a missing or incomplete file is a one-line error."""
-    missing = [exp for exp in experiments if not paths.metrics_file(exp).is_file()]
-    if missing:
-        files = ", ".join(str(paths.metrics_file(exp)) for exp in missing)
-        targets = " ".join(f"evaluate@{exp}" for exp in missing)
-        raise CnnlabError(f"{files} not found (run `dvc repro {targets}` first)")
-    metrics = {}
-    for exp in experiments:
-        record = _read_record(paths.metrics_file(exp), REQUIRED_KEYS, f"evaluate@{exp}")
-        timings = _read_record(paths.train_summary(exp), TIMING_KEYS, f"train@{exp}")
-        metrics[exp] = {**record, **{key: timings[key] for key in TIMING_KEYS}}
-    return metrics
-
-
-def _read_record(path: Path, required: Sequence[str], stage: str) -> dict[str, object]:
-    """A JSON object holding `required`; anything else is a one-line error naming the stage
-    that writes it."""
-    if not path.is_file():
-        raise CnnlabError(f"{path} not found (run `dvc repro {stage}` first)")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CnnlabError(f"{path} is not valid JSON ({exc}); re-run "
-                          f"`dvc repro -f {stage}`") from exc
-    absent = [key for key in required if not isinstance(record, dict) or key not in record]
-    if absent:
-        raise CnnlabError(f"{path} lacks {', '.join(absent)}; re-run `dvc repro -f {stage}`")
-    return record
-
-
 def optimizer_label(optimizer: OptimizerConfig) -> str:
-    return f"{optimizer.name}, lr {optimizer.lr:g}"
+    """e.g. 'sgd, lr 0.01'; a rate left to the preset is the preset's."""
+    return f"{optimizer.name}, lr {optimizer.settings()['lr']:g}"
 
 
 def write_report(params: Params, out_dir: str | os.PathLike = REPORT_DIR) -> None:
-    """Read the metrics of every experiment params.yaml defines and write OUTPUT_FILES into
+    """Read the results of every experiment params.yaml defines and write OUTPUT_FILES into
     out_dir, replacing it whole."""
     out_dir = Path(out_dir)
-    metrics = load_metrics(list(params.experiments))
+    results = load_results(params, list(params.experiments))
     optimizers = {exp: optimizer_label(cfg.optimizer) for exp, cfg in params.experiments.items()}
     metrics_root = Path(os.path.relpath(paths.METRICS, out_dir)).as_posix()
-    files = render_report(metrics, optimizers, metrics_root)
+    files = render_report(results, optimizers, metrics_root)
     with atomic_dir(out_dir) as tmp:
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")
-    pending = [exp for exp in STUDY_OF if exp not in metrics]
-    print(f"wrote {out_dir / REPORT_FILE} and {len(CSV_FILES)} CSVs for {len(metrics)} "
+    pending = [exp for exp in STUDY_OF if exp not in results]
+    print(f"wrote {out_dir / REPORT_FILE} and {len(CSV_FILES)} CSVs for {len(results)} "
           f"experiments" + (f" (not in params.yaml yet: {', '.join(pending)})" if pending else ""))
