@@ -10,6 +10,19 @@ determinism, each one switchable in an experiment's `speed:` params (cnnlab.conf
   skip a layout change per layer.
 - a fused optimizer on CUDA: one kernel updates every parameter instead of several per tensor.
 Every choice is deterministic on the CPU, so a CPU run stays bit-identical from run to run.
+
+The CUDA failure modes this module handles, each with a working path or a one-line error:
+- cuBLAS reads CUBLAS_WORKSPACE_CONFIG once, at its first use in the process: importing this
+  module sets it (see _CUBLAS_CONFIG), and a deterministic run refuses to start if it came late.
+- adaptive_avg_pool2d has no deterministic CUDA backward: prepare_model swaps in an equal-window
+  mean (DeterministicAdaptiveAvgPool2d) for deterministic CUDA runs.
+- torch.compile recompiling on the smaller last batch: `compiled` compiles one static graph per
+  batch shape, so the last batch costs one more graph, never a slower dynamic-shape one.
+- CUDA-graph outputs overwritten by the next replay: `compiled` never turns CUDA graphs on.
+- fused optimizers and channels_last: a gradient whose strides differ from its parameter's is
+  refused by the fused kernels; prepare_model makes each gradient take its parameter's strides.
+- bf16 autocast around BatchNorm: batch norm keeps float32 parameters and running statistics
+  and bf16 has float32's range, so nothing overflows (tests/test_gpu_check.py, test_cuda.py).
 """
 
 from __future__ import annotations
@@ -25,6 +38,18 @@ import torch
 from torch import nn
 
 from cnnlab.config import Speed
+from cnnlab.errors import CnnlabError
+
+# cuBLAS takes its workspace size from CUBLAS_WORKSPACE_CONFIG when the process first uses it and
+# never reads it again, while torch checks the variable only when a deterministic op runs: a value
+# set after the first matmul passes torch's check yet leaves cuBLAS on the workspace it started
+# with. So it is set here, at import, before anything in a stage or test has used CUDA. :4096:8
+# (32 MiB) is what deterministic mode needs, and on Hopper also cuBLAS's default size.
+_CUBLAS_CONFIG = ":4096:8"
+DETERMINISTIC_CUBLAS_CONFIGS = (":4096:8", ":16:8")
+_CUBLAS_SET_LATE = "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_initialized()
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", _CUBLAS_CONFIG)
+COMPILE_BACKEND = "inductor"  # tests swap in a recording backend
 
 
 @dataclass(frozen=True)
@@ -90,7 +115,7 @@ def backends(fast: FastPath) -> Iterator[None]:
         matmul.allow_tf32 = cudnn.allow_tf32 = True  # float32 layers (the loss) on tensor cores
         cudnn.benchmark = not fast.deterministic
         if fast.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read at cuBLAS start
+            check_cublas_config()
             cudnn.deterministic = True
             torch.use_deterministic_algorithms(True, warn_only=False)
         yield
@@ -99,16 +124,111 @@ def backends(fast: FastPath) -> Iterator[None]:
         torch.use_deterministic_algorithms(saved[4], warn_only=saved[5])
 
 
+def check_cublas_config() -> None:
+    """Refuse, in one line, a deterministic CUDA run whose cuBLAS may not be deterministic."""
+    value = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    if value not in DETERMINISTIC_CUBLAS_CONFIGS:
+        raise CnnlabError(f"deterministic: true needs CUBLAS_WORKSPACE_CONFIG set to "
+                          f"{' or '.join(DETERMINISTIC_CUBLAS_CONFIGS)}, but it is {value!r} "
+                          f"(unset it, and cnnlab sets {_CUBLAS_CONFIG})")
+    if _CUBLAS_SET_LATE:
+        raise CnnlabError(f"deterministic: true, but CUDA had started in this process before "
+                          f"cnnlab set CUBLAS_WORKSPACE_CONFIG, so cuBLAS may ignore it (export "
+                          f"CUBLAS_WORKSPACE_CONFIG={_CUBLAS_CONFIG} before starting Python)")
+
+
 def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
-    """The model in the memory format the fast path wants (in place, and returned)."""
+    """The model in the memory format the fast path wants (in place, and returned); on CUDA,
+    deterministic pooling for a deterministic run and gradients laid out like their parameters
+    for a fused optimizer."""
     if fast.channels_last:
         model.to(memory_format=torch.channels_last)
+    if fast.device_type == "cuda" and fast.deterministic:
+        use_deterministic_pooling(model)
+    if fast.device_type == "cuda" and fast.fused_optimizer:
+        align_grad_layouts(model)
     return model
 
 
+class DeterministicAdaptiveAvgPool2d(nn.Module):
+    """nn.AdaptiveAvgPool2d as plain means over equal windows, whose backward is deterministic
+    on CUDA; adaptive_avg_pool2d_backward_cuda has only an atomicAdd kernel, which torch refuses
+    under use_deterministic_algorithms. Each side of the input must be a multiple of the
+    output's (equal windows: global pooling, VGG's 7x7 of a 7x7 map) or the output's a multiple
+    of the input's (each output copies one input pixel: VGG's 7x7 of CIFAR's 1x1 map)."""
+
+    def __init__(self, output_size: int | None | tuple[int | None, int | None]):
+        super().__init__()
+        pair = output_size if isinstance(output_size, tuple) else (output_size, output_size)
+        self.output_size = pair
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for dim, size in ((-2, self.output_size[0]), (-1, self.output_size[1])):
+            x = _pool_side(x, dim, x.shape[dim] if size is None else size)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+def _pool_side(x: torch.Tensor, dim: int, out: int) -> torch.Tensor:
+    n = x.shape[dim]
+    shape = list(x.shape)
+    axis = len(shape) + dim  # a positive index, for the slicing below
+    if out == n:
+        return x
+    if n % out == 0:  # equal windows of n // out pixels: the mean of each
+        return x.reshape(shape[:axis] + [out, n // out] + shape[axis + 1:]).mean(axis + 1)
+    if out % n == 0:  # every input pixel repeated out // n times; its backward is a sum
+        expanded = x.unsqueeze(axis + 1).expand(shape[:axis + 1] + [out // n] + shape[axis + 1:])
+        return expanded.reshape(shape[:axis] + [out] + shape[axis + 1:])
+    raise CnnlabError(f"deterministic: true on CUDA cannot pool {n} pixels to {out} (adaptive "
+                      f"average pooling between sizes that do not divide has no deterministic "
+                      f"CUDA backward); use deterministic: false or an input size divisible "
+                      f"by {out}")
+
+
+def use_deterministic_pooling(model: nn.Module) -> nn.Module:
+    """Swap every nn.AdaptiveAvgPool2d in `model` for DeterministicAdaptiveAvgPool2d (in place;
+    pooling has no parameters or buffers, so the state dict is unchanged)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.AdaptiveAvgPool2d:
+                setattr(parent, name, DeterministicAdaptiveAvgPool2d(child.output_size))
+    return model
+
+
+def align_grad_layouts(model: nn.Module) -> nn.Module:
+    """Give every gradient its parameter's strides as soon as it is accumulated. The fused
+    Adam/AdamW/SGD kernels refuse a parameter and gradient of different strides ("params,
+    grads, exp_avgs, and exp_avg_sqs must have same dtype, device, and layout"), and autograd
+    may hand a channels_last input's gradient to a weight with a size-1 dimension (a 1x1 conv)
+    in other strides than the weight's, as torch.compile may. The copy runs only then."""
+    for param in model.parameters():
+        if param.requires_grad:
+            param.register_post_accumulate_grad_hook(_match_param_strides)
+    return model
+
+
+def _match_param_strides(param: torch.Tensor) -> None:
+    grad = param.grad
+    if grad is not None and grad.stride() != param.stride():
+        param.grad = grad.new_empty_strided(param.size(), param.stride()).copy_(grad)
+
+
 def compiled(net: nn.Module, fast: FastPath) -> nn.Module:
-    """`net` itself, or torch.compile's wrapper around it (which shares its parameters)."""
-    return torch.compile(net) if fast.compile else net
+    """`net` itself, or torch.compile's wrapper around it (which shares its parameters).
+
+    dynamic=False: each batch shape gets its own static graph. An epoch has at most two shapes
+    (the full batches and the shorter last one), so that is two compiles per run. torch's default
+    would compile the last batch's graph again with a symbolic batch size: slower kernels, and
+    with CUDA graphs one more recording per size. CUDA graphs stay off whatever the environment
+    says (TORCHINDUCTOR_CUDAGRAPHS): a replay overwrites the previous replay's outputs, so every
+    tensor the loop keeps from a step would need cloning first."""
+    if not fast.compile:
+        return net
+    options = {"triton.cudagraphs": False} if COMPILE_BACKEND == "inductor" else None
+    return torch.compile(net, backend=COMPILE_BACKEND, dynamic=False, options=options)
 
 
 def as_input(x: torch.Tensor, fast: FastPath) -> torch.Tensor:

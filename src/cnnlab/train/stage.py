@@ -8,7 +8,7 @@ from cnnlab import paths
 from cnnlab.atomic import atomic_dir
 from cnnlab.config import Params
 from cnnlab.data.prepared import load_prepared
-from cnnlab.devices import resolve_device
+from cnnlab.devices import hold_device
 from cnnlab.train.distributed import torchrun_group
 from cnnlab.train.loop import train
 from cnnlab.train.resume import ResumeFile, fingerprint
@@ -18,7 +18,7 @@ from cnnlab.train.training_log import training_log
 def train_experiment(params: Params, name: str) -> None:
     exp = params.experiment(name)
     # Under torchrun each rank trains its shard of every batch; rank 0 alone writes the outputs.
-    with torchrun_group(resolve_device(exp.device)) as (parallel, device):
+    with torchrun_group(hold_device(exp.device)) as (parallel, device):
         dataset = load_prepared(paths.prepared_dir(exp.dataset))
         resume = ResumeFile(paths.resume_checkpoint(name),
                             fingerprint(exp, dataset.name, len(dataset.split("train")),
