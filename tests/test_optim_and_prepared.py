@@ -11,8 +11,9 @@ from cnnlab import catalog
 from cnnlab.config import OptimizerConfig
 from cnnlab.data.prepared import PreparedDataset, Split, load_prepared, save_prepared
 from cnnlab.errors import CnnlabError
-from cnnlab.train.optimizers import OPTIMIZERS, build_optimizer
 from cnnlab.evaluate.provenance import run_info
+from cnnlab.train.keras_optimizers import KerasAdam, KerasRMSprop
+from cnnlab.train.optimizers import OPTIMIZERS, build_optimizer
 
 
 @pytest.mark.parametrize(
@@ -49,9 +50,10 @@ def test_registry_and_errors():
 @pytest.mark.parametrize(
     ("name", "cls", "expected"),
     [  # Keras 3: Adam(1e-3, 0.9, 0.999, 1e-7), SGD(0.01, momentum 0), RMSprop(1e-3, rho 0.9, 1e-7)
-        ("adam", torch.optim.Adam, {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7}),
+        # Keras' own update rules for Adam and RMSprop (epsilon placed as Keras places it)
+        ("adam", KerasAdam, {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7}),
         ("sgd", torch.optim.SGD, {"lr": 0.01, "momentum": 0.0, "nesterov": False}),
-        ("rmsprop", torch.optim.RMSprop, {"lr": 1e-3, "alpha": 0.9, "eps": 1e-7,
+        ("rmsprop", KerasRMSprop, {"lr": 1e-3, "alpha": 0.9, "eps": 1e-7,
                                           "momentum": 0.0}),
     ],
 )

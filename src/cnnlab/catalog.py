@@ -28,7 +28,8 @@ HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "momentum", "nesterov",
 
 # Where the values a user leaves out come from. `torch`: torch.optim's own signature defaults.
 # `keras`: keras.optimizers.{Adam, AdamW, SGD, RMSprop} defaults (Keras 3 docs; rho is torch's
-# alpha), which study 004 trained with.
+# alpha); study 004 trained with Adam, SGD and RMSprop. This preset also builds Keras' own update
+# rule for adam and rmsprop (cnnlab.train.optimizers.KERAS_OPTIMIZERS), not only its defaults.
 OPTIMIZER_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "torch": {
         "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0},
