@@ -17,6 +17,7 @@ MODELS: dict[str, bool] = {
     "hw4net1": False,
     "hw4net2": False,
     "hw4net3": False,
+    "hw4net3_shared": False,
     "deepcnn": False,
     "dropcnn": False,
     "vgg16_tl": True,

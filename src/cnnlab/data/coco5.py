@@ -16,6 +16,15 @@ Pure selection: no network and no pixels, so it is quick to test and the same on
   split is the one that comes up short.
 * The candidates left over stay in order as `spares`: the build replaces an image that cannot be
   fetched or decoded by the next spare of its class that no class has used.
+
+`selection: study` replaces the shuffle and the turns with study 002's own loop: each class's
+candidates in the order pycocotools' `getImgIds(catIds=[id])` returns them (the order of a Python
+set of ints), walked class after class in label order, first every class's train images, then
+every class's val images, each walk starting from the front and skipping the images already taken.
+An image holding two classes goes to whichever walk reaches it first. The study's loop crashed
+when a class ran out of images; here that is a shortfall like any other. The study also skipped
+files missing from its disk in the walk itself; here an unusable image is replaced by its class's
+next spare, so the selection is the study's exactly when every image can be used.
 """
 
 from __future__ import annotations
@@ -100,29 +109,16 @@ def index_annotations(dataset: object, label: str = "annotations") -> COCO:
 
 def select_images(coco: COCO, cfg: Coco5Config, label: str = "the annotations") -> Coco5Selection:
     """Apply the selection rules of the module docstring to an indexed COCO."""
-    by_name: dict[str, int] = {}
-    for cat in coco.cats.values():
-        by_name.setdefault(cat["name"], cat["id"])
-    unknown = [name for name in cfg.classes if name not in by_name]
-    if unknown:
-        raise CnnlabError(f"class {unknown[0]!r} is not a category in {label}; available: "
-                          f"{', '.join(sorted(by_name))}")
-    cat_ids = [by_name[name] for name in cfg.classes]
-
-    known = np.fromiter(coco.imgs.keys(), dtype=np.int64, count=len(coco.imgs))
-    per_class = []
-    for cat_id in cat_ids:
-        ids = np.unique(np.asarray(coco.catToImgs.get(cat_id, []), dtype=np.int64))
-        per_class.append(ids[np.isin(ids, known, assume_unique=True)])  # an image record exists
-    if cfg.exclusive:
-        ids, counts = np.unique(np.concatenate(per_class), return_counts=True)
-        single = ids[counts == 1]
-        per_class = [ids_c[np.isin(ids_c, single, assume_unique=True)] for ids_c in per_class]
-
-    rng = np.random.default_rng(cfg.seed)
-    candidates = [ids[rng.permutation(len(ids))].tolist() for ids in per_class]
+    cat_ids, per_class = _eligible(coco, cfg, label)
     asked = cfg.train_per_class + cfg.val_per_class
-    picked, used = _round_robin(candidates, asked)
+    if cfg.selection == "study":
+        candidates = [_pycocotools_order(coco, cat_id, ids)
+                      for cat_id, ids in zip(cat_ids, per_class, strict=True)]
+        picked, used = _class_after_class(candidates, (cfg.train_per_class, cfg.val_per_class))
+    else:
+        rng = np.random.default_rng(cfg.seed)
+        candidates = [ids[rng.permutation(len(ids))].tolist() for ids in per_class]
+        picked, used = _round_robin(candidates, asked)
 
     eligible = tuple(len(c) for c in candidates)
     for name, ids, n in zip(cfg.classes, picked, eligible, strict=True):
@@ -145,6 +141,54 @@ def select_images(coco: COCO, cfg: Coco5Config, label: str = "the annotations") 
         spares=spares,
         eligible=eligible,
     )
+
+
+def _eligible(coco: COCO, cfg: Coco5Config, label: str) -> tuple[list[int], list[np.ndarray]]:
+    """Each class's category id and its candidate image ids (sorted; exclusive applied)."""
+    by_name: dict[str, int] = {}
+    for cat in coco.cats.values():
+        by_name.setdefault(cat["name"], cat["id"])
+    unknown = [name for name in cfg.classes if name not in by_name]
+    if unknown:
+        raise CnnlabError(f"class {unknown[0]!r} is not a category in {label}; available: "
+                          f"{', '.join(sorted(by_name))}")
+    cat_ids = [by_name[name] for name in cfg.classes]
+
+    known = np.fromiter(coco.imgs.keys(), dtype=np.int64, count=len(coco.imgs))
+    per_class = []
+    for cat_id in cat_ids:
+        ids = np.unique(np.asarray(coco.catToImgs.get(cat_id, []), dtype=np.int64))
+        per_class.append(ids[np.isin(ids, known, assume_unique=True)])  # an image record exists
+    if cfg.exclusive:
+        ids, counts = np.unique(np.concatenate(per_class), return_counts=True)
+        single = ids[counts == 1]
+        per_class = [ids_c[np.isin(ids_c, single, assume_unique=True)] for ids_c in per_class]
+    return cat_ids, per_class
+
+
+def _pycocotools_order(coco: COCO, cat_id: int, eligible: np.ndarray) -> list[int]:
+    """The `eligible` ids in the order pycocotools' getImgIds lists the category's images."""
+    keep = set(eligible.tolist())
+    return [image_id for image_id in coco.getImgIds(catIds=[cat_id]) if image_id in keep]
+
+
+def _class_after_class(candidates: list[list[int]], quotas: tuple[int, ...]
+                       ) -> tuple[list[list[int]], set[int]]:
+    """Study 002's loop: for each quota (train, then val), each class in turn walks its
+    candidates from the front, taking those no walk has taken yet, until it has the quota."""
+    used: set[int] = set()
+    picked: list[list[int]] = [[] for _ in candidates]
+    for quota in quotas:
+        for c, cands in enumerate(candidates):
+            added = 0
+            for image_id in cands:
+                if added == quota:
+                    break
+                if image_id not in used:
+                    used.add(image_id)
+                    picked[c].append(image_id)
+                    added += 1
+    return picked, used
 
 
 def _round_robin(candidates: list[list[int]], asked: int) -> tuple[list[list[int]], set[int]]:

@@ -3,7 +3,9 @@
 `build_coco5` selects the images with cnnlab.data.coco5, fetches them with a bounded pool of
 `cfg.workers` threads (each fetch is cnnlab.download.download, so http(s)/file URLs, retries with
 backoff and atomic writes come from one place), decodes and checks each one, resizes it to
-image_size x image_size and writes two outputs atomically:
+image_size x image_size (cfg.interpolation; with cfg.jpeg_quality set, the resized image then goes
+through a PIL JPEG save and decode, as study 002's saved files did) and writes two outputs
+atomically:
 
 * `prepared_dir`: the prepared arrays (cnnlab.data.prepared), splits "train" and "val", labels in
   cfg.classes order; images ordered by class, then by their position in the selection.
@@ -37,6 +39,7 @@ uninterrupted run, however the fetches interleave or wherever an earlier run was
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import re
 import sys
@@ -48,6 +51,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from cnnlab import paths
@@ -67,9 +71,12 @@ TIMEOUT = 30.0  # per connect and per read of one image
 MAX_BAD_FRACTION = 0.5  # more bad images than this, among those tried, means the source is wrong
 MIN_BAD_TO_STOP = 10  # ... once at least this many are bad (a few 404s in a tiny run are fine)
 GRID_COLUMNS = 8
-JPEG_QUALITY = 95
+JPEG_QUALITY = 95  # of the browsable copies only, never of the arrays
+INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}  # data.coco5.interpolation
 MANIFEST_FIELDS = ("image_id", "class", "label", "split", "source_url", "original_width",
                    "original_height", "replacement", "replaces")
+
+_CV2_NAMES = {"area": "INTER_AREA", "linear": "INTER_LINEAR"}
 
 # download()'s one-line errors that mean "this image is gone", as opposed to "the source failed".
 _GONE = re.compile(r"^(HTTP (404|410) |source not found: )")
@@ -283,12 +290,28 @@ class _Locator:
         if want not in ((width, height), (height, width)):
             raise _BadImage(f"decoded {width}x{height}, the record says {want[0]}x{want[1]}")
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        size = self.cfg.image_size
-        # INTER_AREA averages all source pixels under each output pixel: the right filter for
-        # shrinking (~640 -> 64), where bilinear or nearest sample a few pixels and alias (moire,
-        # jagged edges). Straight resize, no crop: the whole scene stays, the aspect changes.
-        pixels = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+        pixels = resize_image(rgb, self.cfg.image_size, self.cfg.interpolation)
+        if self.cfg.jpeg_quality is not None:
+            pixels = jpeg_round_trip(pixels, self.cfg.jpeg_quality)
         return _Image(np.ascontiguousarray(pixels), width, height, url)
+
+
+def resize_image(rgb: np.ndarray, size: int, interpolation: str) -> np.ndarray:
+    """The whole image (no crop: the scene stays, the aspect changes) resized to size x size.
+    area (INTER_AREA) averages all source pixels under each output pixel, the right filter for
+    shrinking (~640 -> 64); linear (INTER_LINEAR, cv2.resize's default, study 002's) samples a
+    2x2 neighbourhood and aliases (moire, jagged edges) at that ratio."""
+    return cv2.resize(rgb, (size, size), interpolation=INTERPOLATIONS[interpolation])
+
+
+def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """`rgb` saved as a JPEG by PIL at `quality` (PIL's other defaults, 4:2:0 chroma) and decoded
+    back by PIL: what study 002 trained on after saving each image as .jpg (quality 75)."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.array(decoded.convert("RGB"))
 
 
 def _run_wave(pool: ThreadPoolExecutor, jobs: Sequence[_Job], load: Callable[[_Job], _Image],
@@ -370,10 +393,12 @@ def _assemble(cfg: Coco5Config, selection: Coco5Selection,
         "annotations": annotations_json.name,
         "source_split": cfg.source_split,
         "image_source": cfg.image_source or "coco_url",
+        "selection": cfg.selection,
         "seed": cfg.seed,
         "exclusive": cfg.exclusive,
         "image_size": size,
-        "resize": "cv2.INTER_AREA, whole image (no crop), RGB",
+        "resize": f"cv2.{_CV2_NAMES[cfg.interpolation]}, whole image (no crop), RGB",
+        "jpeg_quality": cfg.jpeg_quality,
         "asked_per_class": {"train": cfg.train_per_class, "val": cfg.val_per_class},
         "counts": counts,
         "eligible": dict(zip(cfg.classes, selection.eligible, strict=True)),
