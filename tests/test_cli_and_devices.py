@@ -27,8 +27,8 @@ def test_a_stage_script_with_an_unknown_experiment_fails_cleanly():
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "error: unknown experiment 'no_such_exp' (choose from: ann, cnn, cnn_aug, "
-        "hw4net1, hw4net2, hw4net3, vgg16_tl, resnet18_tl, deepcnn, dropcnn_adam, dropcnn_sgd, "
-        "dropcnn_rmsprop)"]
+        "hw4net1, hw4net2, hw4net3, hw4net3_shared, vgg16_tl, resnet18_tl, deepcnn, dropcnn_adam, "
+        "dropcnn_sgd, dropcnn_rmsprop, dropcnn_sgd_chained, dropcnn_rmsprop_chained)"]
 
 
 def test_auto_and_cpu_resolve():

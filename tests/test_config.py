@@ -51,8 +51,10 @@ def test_project_params_load_with_every_study000_experiment():
         ("experiments.cnn.augment.hflip", "yes", r"experiments\.cnn\.augment\.hflip: expected bool"),
         ("experiments.cnn.normalize.mean", [0.5, 0.5], r"experiments\.cnn\.normalize\.mean: expected 3 values, got 2"),
         ("experiments.cnn.normalize.std", [0.5, 0.0, 0.5], r"experiments\.cnn\.normalize: std must be > 0"),
-        ("experiments.cnn.device", "tpu", r"experiments\.cnn\.device: 'tpu' is not valid \(choose from: auto, cpu, cuda, mps\)"),
-        ("data.cifar10.md5", "xyz", r"data\.cifar10\.md5: 'xyz' does not match"),
+        ("experiments.cnn.device", "tpu",
+         r"experiments\.cnn\.device: 'tpu' is not valid \(use auto, cpu, mps, cuda or cuda:<index>\)"),
+        ("experiments.cnn.device", "cuda:x", r"experiments\.cnn\.device: 'cuda:x' is not valid"),
+        ("data.cifar10.md5", "xyz", r"data\.cifar10\.md5: 'xyz' is not valid \(32 lowercase hex digits"),
         ("profile.max_epochs", 0, r"profile\.max_epochs: must be >= 1"),
         ("experiments.cnn.optimizer.lr", 0, r"experiments\.cnn\.optimizer\.lr: must be > 0"),
     ],
@@ -118,7 +120,7 @@ def test_onecycle_max_lr_defaults_to_the_optimizer_lr(raw):
     data = with_change(raw, "experiments.deepcnn.scheduler", {"name": "onecycle"})
     exp = parse_params(data).experiment("deepcnn")
     optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], exp.optimizer)
-    schedule = build_scheduler(optimizer, exp.scheduler, epochs=1, steps_per_epoch=4)
+    build_scheduler(optimizer, exp.scheduler, epochs=1, steps_per_epoch=4)
     assert optimizer.param_groups[0]["max_lr"] == 0.00182  # deepcnn's lr, as OneCycleLR keeps it
 
 

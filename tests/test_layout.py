@@ -95,10 +95,11 @@ def test_phase_packages_import_nothing_when_imported():
 def test_the_report_stage_reads_every_experiment_and_only_those():
     deps = set(stage_definition("report")["deps"])
     named = {m.group(1) for d in deps if (m := re.fullmatch(r"metrics/(\w+)\.json", d))}
-    assert named == set(PARAMS["experiments"]), (
-        f"report deps name {sorted(named ^ set(PARAMS['experiments']))[0]} "
-        f"differently from params.yaml's experiments")
-    for exp in PARAMS["experiments"]:
+    every = {**PARAMS["experiments"], **PARAMS.get("chained", {})}
+    assert named == set(every), (
+        f"report deps name {sorted(named ^ set(every))[0]} "
+        f"differently from params.yaml's experiments and chained experiments")
+    for exp in every:
         assert f"metrics/{exp}/train/metrics.json" in deps, f"report misses {exp}'s train summary"
 
 

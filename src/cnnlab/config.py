@@ -39,7 +39,8 @@ class DownloadSource:
 
     url: str
     # null skips the check (only sensible for a local archive you trust)
-    md5: str | None = field(metadata={"pattern": r"[0-9a-f]{32}"})
+    md5: str | None = field(metadata={"pattern": r"[0-9a-f]{32}",
+                                      "hint": "32 lowercase hex digits, as md5sum prints"})
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,22 @@ class Coco5Config:
     image_source: str | None = None
     workers: int = field(default=16, metadata={"min": 1})  # concurrent fetches
     retries: int = field(default=4, metadata={"min": 0})  # per image, with backoff
+    # Downscaling filter. area (cv2.INTER_AREA) averages every source pixel under an output
+    # pixel, the right filter for shrinking ~640 -> 64. linear (cv2.INTER_LINEAR) is what study
+    # 002 got from cv2.resize's default: it samples 2x2 pixels per output pixel and aliases
+    # (moire, jagged edges) at a 10x shrink, a flaw kept only to reproduce the study.
+    interpolation: Literal["area", "linear"] = "area"
+    # null keeps the resized pixels as they are (lossless arrays). 1..100: each resized image is
+    # saved as an in-memory JPEG by PIL at this quality (PIL's default 4:2:0 chroma subsampling)
+    # and decoded back, as study 002 did with 75 (PIL's default) by saving its dataset as .jpg
+    # files and training on the re-read files: lossy re-encoding, a flaw kept only to reproduce.
+    jpeg_quality: int | None = field(default=None, metadata={"min": 1, "max": 100})
+    # seeded: each class's candidates shuffled by `seed`, classes taking turns (cnnlab.data.coco5),
+    # so a frequent class early in the list cannot eat the images a later class shares with it.
+    # study: study 002's loop, pycocotools' getImgIds order walked class after class, all train
+    # before any val, an image shared by two classes going to the first that reaches it (`seed`
+    # is unused). Not a bug, but the labels of shared images then depend on class order.
+    selection: Literal["seeded", "study"] = "seeded"
 
     def __post_init__(self) -> None:
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
@@ -133,6 +150,14 @@ class Augment:
     crop_padding: int = field(default=0, metadata={"min": 0})  # random crop after zero padding
     autoaugment: Literal["none", "cifar10"] = "none"  # torchvision's policy, drawn per image
     order: tuple[str, ...] = AUGMENT_OPS  # the order the enabled ops run in
+    # false: augment the stored images, before `preprocess` resizes them (cnnlab's choice: the
+    # policy's magnitudes were tuned on 32x32 CIFAR-10). true: after the resize and crop, at
+    # the model's input size, as study 001 did (there on normalised floats, a bug AutoAugment's
+    # colour ops do not survive; here on the resized pixels rounded to uint8).
+    after_preprocess: bool = False
+
+    def enabled(self) -> bool:
+        return self.hflip or self.crop_padding > 0 or self.autoaugment != "none"
 
     def __post_init__(self) -> None:
         if sorted(self.order) != sorted(AUGMENT_OPS):
@@ -209,11 +234,25 @@ class Experiment:
     eval_split: str = "test"
     also_evaluate: tuple[str, ...] = ()  # more splits to score (accuracy) beside eval_split
     eval_each_epoch: bool = False  # score eval_split and also_evaluate after every epoch
+    # Study 001's protocol: its test loader used the training transform, so its scores are of
+    # augmented test images (a flaw: the score then depends on random draws). true scores
+    # eval_split that way too (seeded), as augmented_accuracy beside the clean accuracy.
+    score_augmented: bool = False
+    # Study 003 computed its test loss with the label-smoothed criterion. false: plain
+    # cross-entropy, comparable across experiments; true: the study's smoothed test loss.
+    smoothed_eval_loss: bool = False
     keep_best: bool = False  # keep the epoch best on eval_split too (needs eval_each_epoch)
     log_grad_norms: bool = False  # per-layer gradient norms at every loss record
     log_every: int = field(default=100, metadata={"min": 1})  # steps between loss records
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # auto: a free CUDA GPU (one per run under `dvc queue start -j N`), else MPS, else the CPU;
+    # cuda:K: GPU K and no other (cnnlab.devices).
+    device: str = field(default="auto", metadata={
+        "pattern": r"auto|cpu|mps|cuda(:\d+)?", "hint": "use auto, cpu, mps, cuda or cuda:<index>"})
     speed: Speed = Speed()
+    # Start from another experiment's trained model (its final weights) instead of the
+    # initialiser's, with a fresh optimizer: study 004 trained SGD, then RMSprop, on top of its
+    # Adam-trained model. Only under params.yaml's `chained:`, whose train stage depends on it.
+    init_from: str | None = None
 
     def eval_batch_size(self) -> int:
         """Scoring batch: large for small images, smaller once they are resized to ImageNet
@@ -230,6 +269,12 @@ class Experiment:
         if self.keep_best and not self.eval_each_epoch:
             raise ParamsError("keep_best needs eval_each_epoch: true (the best epoch is chosen "
                               "on the per-epoch scores)")
+        if self.score_augmented and not self.augment.enabled():
+            raise ParamsError("score_augmented: true needs an augmentation to apply (augment "
+                              "has none enabled)")
+        if self.smoothed_eval_loss and self.label_smoothing == 0:
+            raise ParamsError("smoothed_eval_loss: true needs label_smoothing > 0 (with none, "
+                              "the smoothed loss is the plain one)")
         if self.eval_split in self.also_evaluate:
             raise ParamsError(f"also_evaluate repeats eval_split {self.eval_split!r}")
         if self.weights != "none":
@@ -254,10 +299,14 @@ class Profile:
 class Params:
     data: DataConfig
     experiments: dict[str, Experiment]
+    # Experiments that start from another one's trained model (Experiment.init_from). Apart from
+    # `experiments` because dvc.yaml's train_chained stage depends on the model each one names.
+    chained: dict[str, Experiment] = field(default_factory=dict)
     profile: Profile = Profile()
 
     def __post_init__(self) -> None:
-        for name in self.experiments:
+        self._check_chains()
+        for name in self.all_experiments():
             if not re.fullmatch(r"[a-z0-9_]+", name):
                 raise ParamsError(f"experiments.{name}: experiment names may use only a-z, 0-9 "
                                   f"and _ (they become file names)")
@@ -266,12 +315,43 @@ class Params:
                                   "report stage writes metrics/report/, the folder this "
                                   "experiment's outputs would use); choose another name")
 
+    def all_experiments(self) -> dict[str, Experiment]:
+        """Every experiment: those of `experiments`, then the chained ones."""
+        return {**self.experiments, **self.chained}
+
+    def _check_chains(self) -> None:
+        for name, exp in self.experiments.items():
+            if exp.init_from is not None:
+                raise ParamsError(f"experiments.{name}.init_from: an experiment that starts "
+                                  f"from another one's model goes under chained:, whose "
+                                  f"train stage depends on that model")
+        for name in self.chained:
+            if name in self.experiments:
+                raise ParamsError(f"chained.{name}: also defined under experiments")
+        for name, exp in self.chained.items():
+            parent = self.all_experiments().get(exp.init_from or "")
+            if parent is None or exp.init_from == name:
+                raise ParamsError(f"chained.{name}.init_from: {exp.init_from!r} is not another "
+                                  f"experiment (choose from: "
+                                  f"{', '.join(n for n in self.all_experiments() if n != name)})")
+            if (parent.model, parent.dataset) != (exp.model, exp.dataset):
+                raise ParamsError(f"chained.{name}.init_from: {exp.init_from} trains "
+                                  f"{parent.model} on {parent.dataset}, this experiment "
+                                  f"{exp.model} on {exp.dataset} (they must be the same)")
+            seen = [name]
+            while (exp := self.chained.get(seen[-1])) is not None:
+                if exp.init_from in seen:
+                    raise ParamsError(f"chained.{name}.init_from: a cycle "
+                                      f"({' -> '.join([*seen, exp.init_from])})")
+                seen.append(exp.init_from)
+
     def experiment(self, name: str) -> Experiment:
         """The named experiment with the profile's caps applied."""
-        if name not in self.experiments:
+        every = self.all_experiments()
+        if name not in every:
             raise ParamsError(f"unknown experiment {name!r} (choose from: "
-                              f"{', '.join(self.experiments)})")
-        exp = self.experiments[name]
+                              f"{', '.join(every)})")
+        exp = every[name]
         caps = {}
         if self.profile.max_epochs is not None:
             caps["epochs"] = min(exp.epochs, self.profile.max_epochs)

@@ -108,7 +108,8 @@ def _check_scalar(tp: type, value: Any, key: str, meta: typing.Mapping) -> Any:
         if value not in choices:
             raise ParamsError(f"{key}: unknown name {value!r} (choose from: {', '.join(choices)})")
     if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
-        raise ParamsError(f"{key}: {value!r} does not match {meta['pattern']}")
+        hint = meta.get("hint", f"it must match {meta['pattern']}")
+        raise ParamsError(f"{key}: {value!r} is not valid ({hint})")
     if "min" in meta and value < meta["min"]:
         raise ParamsError(f"{key}: must be >= {meta['min']}, got {value!r}")
     if "max" in meta and value > meta["max"]:

@@ -76,9 +76,19 @@ def normalize(x: torch.Tensor, cfg: Normalize) -> torch.Tensor:
 
 def model_input(images: torch.Tensor, exp: Experiment,
                 gen: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 images -> what the model sees: augmented when `gen` is given (training), then
-    preprocessed and normalised. Training, evaluation and the figures all go through here."""
-    if gen is not None:
+    """uint8 images -> what the model sees: augmented when `gen` is given (training; before
+    or after the preprocessing, as augment.after_preprocess says), preprocessed and
+    normalised. Training, evaluation and the figures all go through here."""
+    late = exp.augment.after_preprocess
+    if gen is not None and not late:
         images = augment_batch(images, exp.augment, gen)
-    return normalize(preprocess(images, exp.preprocess), exp.normalize)
+    x = preprocess(images, exp.preprocess)
+    if gen is not None and late:  # study 001's order: augment at the model's input size
+        x = augment_batch(as_pixels(x), exp.augment, gen)
+    return normalize(x, exp.normalize)
+
+
+def as_pixels(x: torch.Tensor) -> torch.Tensor:
+    """Resized float pixels (0..255) rounded back to uint8, which the augmentation ops take."""
+    return x if x.dtype == torch.uint8 else x.round().clamp(0, 255).to(torch.uint8)
 

@@ -14,6 +14,8 @@ The file, in this key order (nested keys sorted, so equal records give equal byt
 
     accuracy, precision_macro, recall_macro, f1_macro  the eval split's, fractions in [0, 1]
     <split>_accuracy                   each also_evaluate split's accuracy, e.g. train_accuracy
+    augmented_accuracy                 score_augmented only: the eval split through the training
+                                       augmentation (study 001's protocol)
     per_class                          {class name: accuracy (recall)}
     params, trainable_params, epochs, train_images, eval_images, seed          whole numbers
     best                               keep_best only: {epoch, accuracy, f1_macro,
@@ -149,6 +151,8 @@ class MetricsRecord:
     seed: int  # the run's seed: tells the seed summary a fresh file from another run's
     split_accuracy: Mapping[str, float] = field(default_factory=dict)  # also_evaluate, by split
     best: BestEpoch | None = None  # keep_best experiments only
+    # score_augmented only: eval_split scored through the training augmentation (study 001)
+    augmented_accuracy: float | None = None
 
     def __post_init__(self) -> None:
         for name in SCORES:
@@ -161,6 +165,9 @@ class MetricsRecord:
         object.__setattr__(self, "per_class", per_class)
         object.__setattr__(self, "split_accuracy",
                            _split_accuracy(self.split_accuracy, "split accuracy"))
+        if self.augmented_accuracy is not None:
+            object.__setattr__(self, "augmented_accuracy",
+                               _fraction(self.augmented_accuracy, "augmented_accuracy"))
         if self.best is not None and not isinstance(self.best, BestEpoch):
             raise InvalidRecord(f"best is {self.best!r}, not a best epoch")
         if self.best is not None:
@@ -177,6 +184,8 @@ class MetricsRecord:
         """The file's content: numbers only, in the documented key order."""
         out: dict[str, object] = {name: getattr(self, name) for name in SCORES}
         out.update(_split_keys(self.split_accuracy))
+        if self.augmented_accuracy is not None:
+            out["augmented_accuracy"] = self.augmented_accuracy
         out["per_class"] = dict(self.per_class)
         out.update({name: getattr(self, name) for name in COUNTS})
         if self.best is not None:
@@ -186,12 +195,13 @@ class MetricsRecord:
     @classmethod
     def from_json(cls, data: object) -> MetricsRecord:
         """The record a file's parsed JSON holds; InvalidRecord says what is wrong with it."""
-        known = (*SCORES, "per_class", *COUNTS, "best")
+        known = (*SCORES, "per_class", *COUNTS, "best", "augmented_accuracy")
         data = _present(data, (*SCORES, "per_class", *COUNTS), "")
         splits = _split_entries(data, known, "")
         best = BestEpoch.from_json(data["best"]) if "best" in data else None
         scalars = {name: data[name] for name in (*SCORES, *COUNTS)}
-        return cls(**scalars, per_class=data["per_class"], split_accuracy=splits, best=best)
+        return cls(**scalars, per_class=data["per_class"], split_accuracy=splits, best=best,
+                   augmented_accuracy=data.get("augmented_accuracy"))
 
     def text(self) -> str:
         return json.dumps(self.to_json(), indent=2) + "\n"

@@ -15,7 +15,7 @@ from cnnlab import paths
 from cnnlab.atomic import atomic_dir
 from cnnlab.config import Experiment, Params
 from cnnlab.data.loader import DeviceSplit
-from cnnlab.data.prepared import load_prepared
+from cnnlab.data.prepared import Split, load_prepared
 from cnnlab.data.selection import ExperimentData, select_data
 from cnnlab.devices import describe_device, hold_device
 from cnnlab.errors import CnnlabError
@@ -53,11 +53,14 @@ def evaluate_experiment(params: Params, name: str) -> None:
         eval_images=len(split),
         seed=exp.seed,
         best=_best_epoch(exp, name, data, device, trained),
+        augmented_accuracy=_augmented_accuracy(model, split, exp, device),
     )
     _write_eval_outputs(name, data.classes, preds,
                         provenance(exp, describe_device(device), trained))
     record.write(paths.metrics_file(name))
     extra = "".join(f", {s} accuracy {a:.4f}" for s, a in record.split_accuracy.items())
+    if record.augmented_accuracy is not None:
+        extra += f", augmented {exp.eval_split} accuracy {record.augmented_accuracy:.4f}"
     print(f"{name}: {exp.eval_split} accuracy {record.accuracy:.4f}, "
           f"macro F1 {record.f1_macro:.4f} on {len(split)} images{extra}")
 
@@ -84,6 +87,16 @@ def _best_epoch(exp: Experiment, name: str, data: ExperimentData, device: torch.
     return BestEpoch(epoch=trained["best_epoch"], accuracy=scores.accuracy,
                      f1_macro=scores.f1_macro,
                      split_accuracy=_accuracies(model, data, exp, device))
+
+
+def _augmented_accuracy(model: nn.Module, split: Split, exp: Experiment,
+                        device: torch.device) -> float | None:
+    """score_augmented: the eval split through the training augmentation, drawn from a
+    generator seeded with the experiment's seed, so the number is reproducible."""
+    if not exp.score_augmented:
+        return None
+    gen = torch.Generator(device=device).manual_seed(exp.seed)
+    return predict(model, DeviceSplit(split, device), exp, augment=gen).accuracy
 
 
 def _accuracies(model: nn.Module, data: ExperimentData, exp: Experiment,

@@ -101,15 +101,19 @@ def train(
     name: str = "train",
     resume: ResumeFile | None = None,
     parallel: Parallel = SINGLE,
+    init_state: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train `exp` on its selection of `dataset` (cnnlab.data.selection). Per-epoch scoring
     runs outside the timed training, so seconds per epoch stay comparable. With `resume`, the
     state after each epoch is saved there, and a saved state of the same run is continued.
     Under torchrun, `parallel` is this rank (cnnlab.train.distributed): it trains its shard of
-    every batch, the logged loss and accuracy are the ranks' together, and only rank 0 saves."""
+    every batch, the logged loss and accuracy are the ranks' together, and only rank 0 saves.
+    `init_state` (exp.init_from) replaces the initialiser's weights: training continues from
+    another experiment's model with a fresh optimizer and schedule."""
     fast = resolve_fastpath(exp.speed, device)
     with backends(fast):  # cuDNN autotuning, determinism: this run's, restored after it
-        run, state = _build(exp, dataset, device, logger, name, progress, parallel, fast)
+        run, state = _build(exp, dataset, device, logger, name, progress, parallel, fast,
+                            init_state)
         if resume is not None and restore_state(resume, state, parallel) and progress:
             tqdm.write(f"{name}: resuming after epoch {len(state.history)} from {resume.path}")
         for epoch in range(len(state.history) + 1, exp.epochs + 1):
@@ -124,7 +128,8 @@ def train(
 
 def _build(exp: Experiment, dataset: PreparedDataset, device: torch.device,
            logger: TrainLogger | None, name: str, progress: bool, parallel: Parallel,
-           fast: FastPath) -> tuple[Run, TrainState]:
+           fast: FastPath, init_state: dict[str, torch.Tensor] | None
+           ) -> tuple[Run, TrainState]:
     """The run and its initial state. The order of the seeded draws is part of the recipe: a
     change here changes every trained model."""
     data = select_data(exp, dataset)
@@ -134,7 +139,10 @@ def _build(exp: Experiment, dataset: PreparedDataset, device: torch.device,
     parallel.check_batches(len(train_data), exp.batch_size)
     scored = {split: DeviceSplit(data.split(split), device) for split in epoch_splits(exp)}
     model = build_model(exp.model, len(data.classes), weights=exp.weights)
-    model = INITIALISERS[exp.init](model).to(device)
+    model = INITIALISERS[exp.init](model)
+    if init_state is not None:  # after the initialiser, so the seeded draws stay the same
+        model.load_state_dict(init_state)
+    model = model.to(device)
     prepare_model(model, fast)
     own_gen = parallel.own_generator(gen, exp.seed)  # `gen` itself on one process
     net = compiled(parallel.wrap(model), fast)  # DDP on several ranks; `model` itself on one

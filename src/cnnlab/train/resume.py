@@ -179,12 +179,15 @@ def _load_into(value: Any, state: Any) -> None:
         value.load_state_dict(state)
 
 
-def fingerprint(exp: Experiment, dataset_name: str, train_images: int, processes: int = 1) -> str:
+def fingerprint(exp: Experiment, dataset_name: str, train_images: int, processes: int = 1,
+                init_digest: str = "") -> str:
     """What must be equal for a saved state to continue this run. Not the device: a run may
     resume on another one (then bit-identity is not promised, the training still is correct).
-    The number of processes, though: each has random streams and BatchNorm batches of its own."""
+    The number of processes, though: each has random streams and BatchNorm batches of its own;
+    and, for a chained run, the model it started from (`init_digest`, its checkpoint's hash)."""
     settings = dataclasses.asdict(dataclasses.replace(exp, device="auto"))
-    text = json.dumps([settings, dataset_name, train_images, processes, FORMAT], sort_keys=True,
+    parts = [settings, dataset_name, train_images, processes, FORMAT]
+    text = json.dumps(parts + ([init_digest] if init_digest else []), sort_keys=True,
                       default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
