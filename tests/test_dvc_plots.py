@@ -65,11 +65,12 @@ def test_every_experiment_is_on_its_studys_plot_of_each_metric_exactly_once():
         assert len(studies) == 1, f"{plot_id} mixes studies {sorted(studies)}"
         named[metric_of(fields.pop())].update(experiments)
     for metric in ("loss", "accuracy", "lr"):
-        for exp in PARAMS.experiments:
+        for exp in PARAMS.all_experiments():
             count = named[metric][exp]
             assert count == 1, f"{exp} is on {count} top-level {metric} plots, not 1"
     for metric, counts in named.items():  # also on any other comparison: no unknown name
-        assert set(counts) <= set(PARAMS.experiments), f"{metric} plots name unknown experiments"
+        assert set(counts) <= set(PARAMS.all_experiments()), (
+            f"{metric} plots name unknown experiments")
 
 
 def test_each_top_level_plot_reads_a_file_the_training_writes_with_its_x_field():
@@ -126,7 +127,7 @@ def shown(tmp_path_factory):
     """(root, `dvc plots show --json` data, the page) over logs of every experiment."""
     root = tmp_path_factory.mktemp("plots")
     env = make_project(root, lambda params: None)
-    for index, name in enumerate(PARAMS.experiments):
+    for index, name in enumerate(PARAMS.all_experiments()):
         write_training_log(root, index, name, PARAMS.experiment(name))
     predictions = root / "metrics/cnn/eval/predictions.csv"
     predictions.parent.mkdir(parents=True)
@@ -134,7 +135,7 @@ def shown(tmp_path_factory):
         f"{i},{CLASSES[i % 3]},{CLASSES[i % 2]},0.5\n" for i in range(6)))
     shown = json.loads(dvc(root, env, "plots", "show", "--json").stdout)
     missing = {e["name"] for e in shown.get("errors", [])}
-    assert missing == {f"metrics/{exp}/eval/predictions.csv" for exp in PARAMS.experiments
+    assert missing == {f"metrics/{exp}/eval/predictions.csv" for exp in PARAMS.all_experiments()
                        if exp != "cnn"}  # nothing else fails to draw
     dvc(root, env, "plots", "show", "-o", str(root / "page"))
     return root, shown["data"], root / "page" / "index.html"
@@ -152,7 +153,7 @@ def is_epoch_plot(plot_id: str) -> bool:
 def test_per_epoch_specs_use_the_epoch_field_with_lines_and_points(shown):
     _, data, _ = shown
     epoch_plots = [plot_id for plot_id in data if is_epoch_plot(plot_id)]
-    assert len(epoch_plots) > len(PARAMS.experiments)
+    assert len(epoch_plots) > len(PARAMS.all_experiments())
     for plot_id in epoch_plots:
         spec = spec_of(data, plot_id)
         assert spec["encoding"]["x"]["field"] == EPOCH_COLUMN, plot_id
@@ -315,7 +316,7 @@ def test_epochs_are_labelled_as_whole_epochs_and_drawn_with_points(drawn):
 
 def test_learning_rate_axes_print_the_rates(drawn):
     lr_plots = [i for i in drawn if i.endswith("/lr.tsv") or i.endswith("_lr")]
-    assert len(lr_plots) == len(PARAMS.experiments) + 5
+    assert len(lr_plots) == len(PARAMS.all_experiments()) + 5
     for plot_id in lr_plots:
         rates = {r for name in (experiments_of(plot_id) if plot_id in TOP_PLOTS
                                 else [plot_id.split("/")[1]])

@@ -13,14 +13,21 @@ from cnnlab.config import Normalize
 from cnnlab.data.augment import normalize
 from cnnlab.report import figures
 from cnnlab.report.figure_data import (
+    COMMON_VIEWS,
+    best_point,
     class_counts,
     filters_as_images,
     first_index_per_class,
+    first_indices,
+    first_where,
     most_confused_pairs,
     row_normalized,
     sample_indices,
+    study_views,
     to_display,
 )
+from cnnlab.report.figures._save import MARK
+from cnnlab.report.studies import STUDIES
 
 # A layout that does not fit (a label clipped, axes collapsed) is a matplotlib warning: fail on it.
 pytestmark = pytest.mark.filterwarnings("error")
@@ -58,6 +65,11 @@ CASES = {
     "epoch": (lambda p: figures.epoch_figure(SERIES, p, "loss per epoch", "loss"), (700, 400)),
     "epoch_accuracy": (lambda p: figures.epoch_figure(
         {"train": ([1], [0.4])}, p, "accuracy", "accuracy", ylim=(0, 1)), (700, 400)),
+    "epoch_marked": (lambda p: figures.epoch_figure(
+        SERIES, p, "accuracy, best marked", "accuracy", ylim=(0, 1.5),
+        mark=(1, 1.3, "best test accuracy 130.00%\nat epoch 1")), (700, 400)),
+    "labelled_images": (lambda p: figures.labelled_images_figure(
+        images(5), ["frog", "truck", "truck", "deer", "automobile"], p, "first 5"), (750, 235)),
     "lr": (lambda p: figures.lr_figure([10, 20, 30], [1e-3, 5e-4, 1e-4], p, "lr"), (700, 400)),
     "grad_norm_steps": (lambda p: figures.grad_norm_steps_figure(
         {f"conv{i}": ([5, 10], [10.0 ** -i, 2 * 10.0 ** -i]) for i in range(1, 13)}, p,
@@ -163,3 +175,58 @@ def test_to_display_undoes_normalize():
     norm = Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
     shown = to_display(normalize(pixels, norm).numpy(), norm.mean, norm.std)
     assert shown.dtype == np.uint8 and np.array_equal(shown, pixels.permute(0, 2, 3, 1).numpy())
+
+
+def test_first_n_selections_take_the_first_in_order():
+    assert first_indices(100, 8) == list(range(8)) and first_indices(3, 8) == [0, 1, 2]
+    true = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    predicted = np.array([0, 2, 2, 1, 1, 0, 0, 0, 2, 0])  # right at 0, 2, 4, 6, 8, 9
+    right = true == predicted
+    assert first_where(right, 3) == [0, 2, 4]
+    assert first_where(~right, 3) == [1, 3, 5]
+    assert first_where(~right, 10) == [1, 3, 5, 7]  # fewer than asked: all there are
+    assert first_where(np.zeros(4, dtype=bool), 3) == []
+
+
+def test_best_point_is_the_first_maximum():
+    assert best_point([1, 2, 3, 4], [0.5, 0.9, 0.7, 0.9]) == (2, 0.9)  # a tie keeps the earlier
+    assert best_point([1], [0.25]) == (1, 0.25)
+    assert best_point([], []) is None
+
+
+def test_each_study_draws_what_it_showed():
+    """000: the first 16 conv1 filters; 003: the best epoch marked and the first 8 test
+    predictions; 004: the first 5 training images and the first 3 correct and incorrect; any
+    other experiment the common set (64 filters, nothing more)."""
+    views = {exp: study_views(exp) for group in STUDIES.values() for exp in group}
+    assert {views[exp].filters for exp in STUDIES["000"]} == {16}
+    assert views["deepcnn"].mark_best_epoch and views["deepcnn"].first_predictions == 8
+    for exp in STUDIES["004"]:
+        assert (views[exp].first_train_images, views[exp].first_each_outcome) == (5, 3)
+        assert list(views[exp].files()) == ["train_first_5.png", "correct_first_3.png",
+                                            "incorrect_first_3.png"]
+    for exp in (*STUDIES["001"], *STUDIES["002"]):
+        assert views[exp] == COMMON_VIEWS
+    assert study_views("cnn_seed1") == COMMON_VIEWS and COMMON_VIEWS.filters == 64
+    assert list(views["deepcnn"].files()) == ["accuracy_epochs.png", "predictions_first_8.png"]
+
+
+def mark_pixels(path) -> int:
+    """Pixels of the mark's colour (the star and the annotation) in a PNG."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    target = np.array([int(MARK[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(rgb - target).sum(axis=-1) < 30).sum())
+
+
+def test_the_best_epoch_mark_reaches_the_png(tmp_path):
+    series = {"train": ([1, 2, 3], [0.3, 0.5, 0.6]), "test": ([1, 2, 3], [0.4, 0.7, 0.65])}
+    plain = figures.epoch_figure(series, tmp_path / "plain.png", "acc", "accuracy", ylim=(0, 1))
+    marked = figures.epoch_figure(series, tmp_path / "marked.png", "acc", "accuracy",
+                                  ylim=(0, 1), mark=(2, 0.7, "best test accuracy 70.00%"))
+    assert mark_pixels(plain) == 0 and mark_pixels(marked) > 200
+    # Another best point (same text) draws another PNG: the star follows the point.
+    moved = figures.epoch_figure(series, tmp_path / "moved.png", "acc", "accuracy",
+                                 ylim=(0, 1), mark=(3, 0.65, "best test accuracy 70.00%"))
+    assert moved.read_bytes() != marked.read_bytes()

@@ -23,18 +23,20 @@ from httpserver import LocalServer
 from cnnlab.evaluate.record import MetricsRecord
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
-NETS = ("hw4net1", "hw4net2", "hw4net3")
+NETS = ("hw4net1", "hw4net2", "hw4net3", "hw4net3_shared")
+COMPARED = NETS  # the compare_hw4 stage's nets
 STUDY000 = ("ann", "cnn", "cnn_aug")
 TRANSFER = ("vgg16_tl", "resnet18_tl")
 DROPCNN = ("dropcnn_adam", "dropcnn_sgd", "dropcnn_rmsprop")
 CIFAR = (*STUDY000, *TRANSFER, "deepcnn", *DROPCNN)
+CHAINED = ("dropcnn_sgd_chained", "dropcnn_rmsprop_chained")  # params.yaml's chained:
 CONV_FIGURES = {"samples_per_class.png", "class_distribution.png", "augmentation_demo.png",
                 "input_batch.png", "loss_steps.png", "loss_epochs.png", "accuracy_epochs.png",
                 "lr_schedule.png", "confusion_counts.png", "confusion_normalized.png",
                 "classification_report.png", "per_class_accuracy.png", "most_confused.png",
                 "predictions_correct.png", "predictions_incorrect.png", "misclassified_16.png",
                 "filters_conv1.png", "feature_maps.png"}
-PARAMS = {"hw4net1": 406_885, "hw4net2": 529_765, "hw4net3": 622_245}
+PARAMS = {"hw4net1": 406_885, "hw4net2": 529_765, "hw4net3": 622_245, "hw4net3_shared": 539_013}
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +77,8 @@ def reproduced(tmp_path_factory, mirror):
             params["experiments"][exp].update(epochs=1, batch_size=32, log_every=2)
         for exp in TRANSFER:
             params["experiments"][exp].update(weights="none", batch_size=8, eval_fraction=0.25)
+        for exp in CHAINED:
+            params["chained"][exp].update(epochs=1, batch_size=32, log_every=2)
 
     root = tmp_path_factory.mktemp("project")
     env = make_project(root, tiny_coco)
@@ -85,29 +89,36 @@ def test_repro_runs_every_stage(reproduced):
     _, result, _ = reproduced
     per_experiment = {f"{stage}@{exp}" for stage in ("train", "evaluate", "figures")
                       for exp in (*CIFAR, *NETS)}
+    per_chained = {f"{stage}_chained@{exp}" for stage in ("train", "evaluate", "figures")
+                   for exp in CHAINED}
     assert ran_stages(result.stdout) == {"download_cifar10", "prepare_cifar10", "download_coco",
-                                         "build_coco5", "compare_hw4", "report", *per_experiment}
+                                         "build_coco5", "compare_hw4", "report", *per_experiment,
+                                         *per_chained}
 
 
 def test_figures_of_every_experiment(reproduced):
     root, _, _ = reproduced
-    for exp in (*CIFAR, *NETS):
+    for exp in (*CIFAR, *NETS, *CHAINED):
         drawn = {p.name for p in (root / f"metrics/{exp}/figures").iterdir()}
         expected = CONV_FIGURES | ({"grad_norms.png"} if exp in NETS else set())
         if exp == "ann":  # no conv layer: no filters or feature maps
             expected -= {"filters_conv1.png", "feature_maps.png"}
+        if exp == "deepcnn":  # study 003 showed its first 8 test images with predictions
+            expected |= {"predictions_first_8.png"}
+        if exp.startswith("dropcnn"):  # study 004: first 5 train, first 3 right and wrong
+            expected |= {"train_first_5.png", "correct_first_3.png", "incorrect_first_3.png"}
         assert drawn == expected, exp
 
 
 def test_report_has_every_study_table_and_links_figures(reproduced):
     root, _, _ = reproduced
     report = (root / "metrics/report/report.md").read_text()
-    for exp in (*CIFAR, *NETS):
+    for exp in (*CIFAR, *NETS, *CHAINED):
         assert f"../{exp}/figures/confusion_counts.png" in report
     assert "../compare-hw4/loss_curves.png" in report
     assert "Not in params.yaml yet" not in report  # every study's experiments are defined
     all_rows = (root / "metrics/report/all_experiments.csv").read_text().splitlines()
-    assert len(all_rows) == 1 + 12
+    assert len(all_rows) == 1 + 15
 
 
 def test_recipes_b_d_e_end_to_end(reproduced):
@@ -161,10 +172,14 @@ def test_coco5_hw4_nets_and_their_comparison(reproduced):
         assert {"conv1.tsv", "conv2.tsv", "fc1.tsv", "fc2.tsv"} <= {p.name for p in
                                                                    norms.iterdir()}
     assert len(list((root / "metrics/hw4net3/train/plots/metrics/grad_norm").iterdir())) == 14
+    # The study's Net3: one conv (conv3) for all ten repeats, so one gradient norm for it.
+    shared = root / "metrics/hw4net3_shared/train/plots/metrics/grad_norm"
+    assert {p.name for p in shared.iterdir()} == {"conv1.tsv", "conv2.tsv", "conv3.tsv",
+                                                  "fc1.tsv", "fc2.tsv"}
 
     table = (root / "metrics/compare-hw4/table.md").read_text()
-    for net, params in PARAMS.items():
-        assert f"| {net} | {params:,} |" in table
+    for net in COMPARED:
+        assert f"| {net} | {PARAMS[net]:,} |" in table
     for figure in ("loss_curves.png", "grad_norms.png"):
         assert (root / "metrics/compare-hw4" / figure).stat().st_size > 5000
 
@@ -201,6 +216,8 @@ def test_an_edit_reruns_exactly_the_stages_that_import_it(reproduced, source, mu
     path.write_bytes(original + b"# an edit\n")
     try:
         stale = stale_stages(root, env)
+        print(f"\n$ echo '# an edit' >> {source} && dvc status\n"
+              + dvc(root, env, "status").stdout)  # shown with -s
     finally:
         path.write_bytes(original)
     # Exactly the stages whose dvc.yaml deps hold the file, which tests/test_layout.py keeps

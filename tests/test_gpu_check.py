@@ -538,8 +538,8 @@ def test_the_probe_reports_imports_and_unmet_requirements(tmp_path):
                     "--target", str(site), str(probe_wheel(tmp_path / "wheels"))], check=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT / "src")])}
     done = subprocess.run([sys.executable, str(SCRIPT), "--child", "probe", "--site", str(site),
-                           "--modules", f"{PROBE},no_such_module_cnnlab"], env=env, capture_output=True,
-                          text=True, check=True)
+                           "--modules", f"{PROBE},no_such_module_cnnlab"], env=env,
+                          capture_output=True, text=True, check=True)
     probe = json.loads(done.stdout.strip().splitlines()[-1])
     assert probe["imports"] == {PROBE: "ok", "no_such_module_cnnlab":
                                 "ModuleNotFoundError: No module named 'no_such_module_cnnlab'"}

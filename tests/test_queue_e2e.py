@@ -1,7 +1,8 @@
 """End to end, a seed sweep on DVC's queue: three seeds of a tiny `cnn` are queued with
 `dvc exp run --queue -S experiments.cnn.seed=N evaluate@cnn`, run by `dvc queue start -j 2` (celery
-workers, each experiment in its own temporary workspace) and summarised by `python -m cnnlab.report.seed_summary`,
-whose mean ± std is checked against NumPy over the metrics `dvc exp show --json` reports."""
+workers, each experiment in its own temporary workspace) and summarised by
+`python -m cnnlab.report.seed_summary`, whose mean ± std is checked against NumPy over the
+metrics `dvc exp show --json` reports."""
 
 from __future__ import annotations
 
@@ -120,8 +121,8 @@ def test_seeds_command_prints_mean_and_std_over_the_sweep(sweep, tmp_path):
     accuracy = np.array([by_seed[s]["accuracy"] for s in SEEDS])
     f1 = np.array([by_seed[s]["f1_macro"] for s in SEEDS])
     seeds_json = tmp_path / "seeds.json"
-    named = run([sys.executable, "-m", "cnnlab.report.seed_summary", "cnn", "--json", str(seeds_json)],
-                root, env)
+    named = run([sys.executable, "-m", "cnnlab.report.seed_summary", "cnn", "--json",
+                 str(seeds_json)], root, env)
     print("\n" + named.stdout)
     row = (f"| cnn | 3 | 1, 2, 3 | {accuracy.mean():.4f} ± {accuracy.std(ddof=1):.4f} | "
            f"{f1.mean():.4f} ± {f1.std(ddof=1):.4f} |")
@@ -150,7 +151,8 @@ def test_seeds_command_prints_mean_and_std_over_the_sweep(sweep, tmp_path):
 ])
 def test_seeds_command_fails_in_one_line(sweep, args, message):
     root, env, _, _ = sweep
-    result = run([sys.executable, "-m", "cnnlab.report.seed_summary", *args], root, env, check=False)
+    result = run([sys.executable, "-m", "cnnlab.report.seed_summary", *args], root, env,
+                 check=False)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
 

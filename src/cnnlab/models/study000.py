@@ -1,4 +1,5 @@
-"""Study 000's models: an MLP baseline and a two-conv CNN for 32x32 RGB input (CIFAR-10, recipe A)."""
+"""Study 000's models: an MLP baseline and a two-conv CNN for 32x32 RGB input (CIFAR-10,
+recipe A)."""
 
 from torch import nn
 

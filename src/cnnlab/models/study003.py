@@ -1,4 +1,5 @@
-"""Study 003's deep CNN for 32x32 RGB input (CIFAR-10, recipe D): six conv blocks with batch norm."""
+"""Study 003's deep CNN for 32x32 RGB input (CIFAR-10, recipe D): six conv blocks with batch
+norm."""
 
 from collections import OrderedDict
 

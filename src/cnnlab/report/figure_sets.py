@@ -25,8 +25,19 @@ and replaces `metrics/<exp>/figures/` with these files, all of them or none:
   predictions_correct.png    8 correct predictions, drawn with the experiment's seed
   predictions_incorrect.png  8 wrong predictions, drawn with the experiment's seed
   misclassified_16.png       16 misclassified eval images drawn across the split, labelled T/P
-  filters_conv1.png          the first conv layer's filters, up to 64 (models with a Conv2d only)
+  filters_conv1.png          the first conv layer's filters, the first 64 (study 000: the first
+                             16, as it showed them; models with a Conv2d only)
   feature_maps.png           the first eval image through every conv layer (likewise)
+
+and what the experiment's study drew with its own choice of examples (figure_data.STUDY_VIEWS, by
+the study the experiment belongs to; the first n in the split's order, as the study took them):
+
+  accuracy_epochs.png        study 003: the best eval-split accuracy and its epoch starred
+  predictions_first_8.png    study 003: the first 8 eval images with their predictions
+  train_first_5.png          study 004: the first 5 training images (before the val hold-out,
+                             as the study showed X_train[:5] before splitting it)
+  correct_first_3.png        study 004: the first 3 correct predictions on the eval split
+  incorrect_first_3.png      study 004: the first 3 incorrect ones
 
 Every random choice comes from the experiment's seed, so the same artifacts give the same bytes.
 """
@@ -54,10 +65,15 @@ from cnnlab.models.checkpoints import load_model
 from cnnlab.report import figures
 from cnnlab.report.comparisons import read_series
 from cnnlab.report.figure_data import (
+    StudyViews,
+    best_point,
     class_counts,
     first_index_per_class,
+    first_indices,
+    first_where,
     most_confused_pairs,
     sample_indices,
+    study_views,
     to_display,
 )
 
@@ -66,7 +82,6 @@ BATCH_SHOWN = 16  # images of the first training batch
 EXAMPLES = 8  # correct and incorrect predictions each
 MISCLASSIFIED = 16  # study 000's grid
 CONFUSED_PAIRS = 10
-MAX_FILTERS = 64
 FEATURE_CHANNELS = 8
 NO_AUGMENT = "no augmentation"
 PREPARE_STAGE = {"cifar10": "prepare_cifar10", "coco5": "build_coco5"}  # the dvc.yaml stages
@@ -98,8 +113,10 @@ def draw_experiment_figures(params: Params, name: str, out_dir: Path | None = No
     """Draw every figure of experiment `name` into `out_dir` (metrics/<name>/figures/)."""
     exp = params.experiment(name)
     final = Path(out_dir) if out_dir is not None else figures_dir(name)
+    views = study_views(name)
     # Read everything first: a missing artifact fails before anything is written.
-    dataset = select_data(exp, _load_dataset(exp, name))
+    prepared = _load_dataset(exp, name)
+    dataset = select_data(exp, prepared)
     eval_images = dataset.split(exp.eval_split).images
     logs = read_logs(name)
     preds = read_predictions(name, dataset, exp.eval_split)
@@ -107,9 +124,11 @@ def draw_experiment_figures(params: Params, name: str, out_dir: Path | None = No
     with atomic_dir(final) as out:
         written = [
             *_data_figures(exp, name, dataset, out),
-            *_training_figures(exp, name, logs, _layer_labels(model), out),
+            *_training_figures(exp, name, logs, _layer_labels(model), views, out),
             *_evaluation_figures(exp, name, dataset.classes, eval_images, preds, out),
-            *_model_figures(exp, name, model, eval_images[0], out),
+            *_model_figures(exp, name, model, eval_images[0], views.filters, out),
+            *_study_figures(exp, name, views, prepared.split("train"), dataset.classes,
+                            eval_images, preds, out),
         ]
     return [final / path.name for path in written]
 
@@ -242,20 +261,31 @@ def _data_figures(exp: Experiment, name: str, dataset: ExperimentData, out: Path
     ]
 
 
+def _best_mark(exp: Experiment, logs: Logs) -> tuple[int, float, str] | None:
+    """The best eval-split accuracy of the per-epoch log and its epoch, as a figure mark."""
+    best = best_point(*logs.epoch.get(f"{exp.eval_split}_accuracy", ([], [])))
+    if best is None:
+        return None
+    epoch, accuracy = best
+    return epoch, accuracy, f"best {exp.eval_split} accuracy {accuracy:.2%}\nat epoch {epoch}"
+
+
 def _training_figures(exp: Experiment, name: str, logs: Logs, layers: dict[str, str],
-                      out: Path) -> list[Path]:
+                      views: StudyViews, out: Path) -> list[Path]:
     def per_epoch(kind: str) -> dict[str, tuple[list[int], list[float]]]:
         # train_loss -> "train", val_accuracy -> "val": the legend names the split
         return {stem.replace(f"_{kind}", "") or stem: series
                 for stem, series in logs.epoch.items() if kind in stem}
 
+    mark = _best_mark(exp, logs) if views.mark_best_epoch else None
     written = [
         figures.loss_figure(*logs.loss, out / "loss_steps.png", f"{name}: training loss",
                             exp.log_every),
         figures.epoch_figure(per_epoch("loss"), out / "loss_epochs.png",
                              f"{name}: loss per epoch", "mean loss"),
         figures.epoch_figure(per_epoch("accuracy"), out / "accuracy_epochs.png",
-                             f"{name}: accuracy per epoch", "accuracy", ylim=(0, 1)),
+                             f"{name}: accuracy per epoch{', best epoch marked' if mark else ''}",
+                             "accuracy", ylim=(0, 1), mark=mark),
         figures.lr_figure(*logs.lr, out / "lr_schedule.png",
                           f"{name}: learning rate ({exp.optimizer.name})"),
     ]
@@ -278,10 +308,7 @@ def _evaluation_figures(exp: Experiment, name: str, classes: tuple[str, ...],
     right = true == predicted
 
     def examples(indices: list[int], file: str, title: str) -> Path:
-        return figures.predictions_figure(
-            [images[i] for i in indices], [classes[true[i]] for i in indices],
-            [classes[predicted[i]] for i in indices],
-            [float(preds.confidence[i]) for i in indices], out / file, title)
+        return _examples(classes, images, preds, indices, out / file, title)
 
     # Drawn across the split, not its first rows: ImageFolder splits are sorted by class, so the
     # first 16 mistakes would all share one true class.
@@ -312,6 +339,43 @@ def _evaluation_figures(exp: Experiment, name: str, classes: tuple[str, ...],
     ]
 
 
+def _examples(classes: tuple[str, ...], images: np.ndarray, preds: Predictions,
+              indices: list[int], path: Path, title: str, columns: int = 4) -> Path:
+    """The eval images at `indices` with their true and predicted class and confidence."""
+    return figures.predictions_figure(
+        [images[i] for i in indices], [classes[preds.true[i]] for i in indices],
+        [classes[preds.predicted[i]] for i in indices],
+        [float(preds.confidence[i]) for i in indices], path, title, columns)
+
+
+def _study_figures(exp: Experiment, name: str, views: StudyViews, train: Split,
+                   classes: tuple[str, ...], images: np.ndarray, preds: Predictions, out: Path
+                   ) -> list[Path]:
+    """What the experiment's study drew with its own choice of examples: the first n, in the
+    split's order (`train` is the prepared train split, before any hold-out or subset)."""
+    split, written = exp.eval_split, []
+    if views.first_predictions:
+        n = views.first_predictions
+        written.append(_examples(
+            classes, images, preds, first_indices(len(preds.true), n),
+            out / f"predictions_first_{n}.png",
+            f"{name}: the first {n} {split} images and their predictions (green: right, red: "
+            f"wrong)"))
+    if views.first_train_images:
+        n = views.first_train_images
+        picked = first_indices(len(train.labels), n)
+        written.append(figures.labelled_images_figure(
+            [train.images[i] for i in picked], [classes[train.labels[i]] for i in picked],
+            out / f"train_first_{n}.png", f"{name}: the first {n} training images", columns=n))
+    if views.first_each_outcome:
+        n, right = views.first_each_outcome, preds.true == preds.predicted
+        for outcome, mask in (("correct", right), ("incorrect", ~right)):
+            written.append(_examples(
+                classes, images, preds, first_where(mask, n), out / f"{outcome}_first_{n}.png",
+                f"{name}: the first {n} {outcome} predictions ({split})", columns=n))
+    return written
+
+
 def _convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """Every Conv2d with its display label, input side first."""
     labels = _layer_labels(model)
@@ -336,8 +400,8 @@ def _feature_maps(model: nn.Module, image: np.ndarray, exp: Experiment
     return maps
 
 
-def _model_figures(exp: Experiment, name: str, model: nn.Module, image: np.ndarray, out: Path
-                   ) -> list[Path]:
+def _model_figures(exp: Experiment, name: str, model: nn.Module, image: np.ndarray,
+                   filters: int, out: Path) -> list[Path]:
     convs = _convs(model)
     if not convs:  # an MLP has no filters or feature maps to show
         return []
@@ -346,8 +410,8 @@ def _model_figures(exp: Experiment, name: str, model: nn.Module, image: np.ndarr
     return [
         figures.filters_figure(
             weights, out / "filters_conv1.png",
-            f"{name}: first-layer filters ({label}, {min(len(weights), MAX_FILTERS)} of "
-            f"{len(weights)}, each scaled to its own range)", limit=MAX_FILTERS),
+            f"{name}: first-layer filters ({label}, the first {min(len(weights), filters)} of "
+            f"{len(weights)}, each scaled to its own range)", limit=filters),
         figures.feature_maps_figure(
             image, _feature_maps(model, image, exp), out / "feature_maps.png",
             f"{name}: feature maps of the first {exp.eval_split} image (conv outputs, first "

@@ -1,15 +1,21 @@
 """The report stage: Markdown and CSV tables comparing the experiments, from saved metrics only.
 
 Every table is a pure function of a mapping experiment -> Result (its metrics/<exp>.json read as
-a MetricsRecord, the names its recipe in params.yaml gives, and the train summary's wall time and
-device), so tests can feed fixed results. The keys of that mapping are the experiments
-params.yaml defines: a table covers the ones of its study, and lists the study's other
-experiments under it as "not in params.yaml yet". `write_report` reads the files and writes every
-output at once (OUTPUT_FILES, always the same list) into metrics/report/.
+a MetricsRecord, its recipe in params.yaml with the profile's caps applied, and the train
+summary's wall time, device and last epoch's training accuracy), so tests can feed fixed
+results. The keys of that mapping are the experiments params.yaml defines: a table covers the
+ones of its study, and lists the study's other experiments under it as "not in params.yaml yet".
+`write_report` reads the files and writes every output at once (OUTPUT_FILES, always the same
+list) into metrics/report/.
 
 CSVs hold the values as saved (fractions, seconds, counts), one row per defined experiment; a table
 with no defined experiment is written as its header line alone. The Markdown formats them (71.96%,
-0.7154, 2,122,186, 182.9) and links each experiment's figures relative to the report file."""
+0.7154, 2,122,186, 182.9) and links each experiment's figures relative to the report file.
+
+Nothing the report says about a run's recipe is fixed text: each study's section states the
+study's recipe (STUDY_RECIPES) and then what each run ran, from its params (weights, data
+fractions, caps) and its metrics (epochs, train and eval images), and a run that differs from the
+study's recipe is marked there and in the tables' "differs from the study's recipe" column."""
 
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from pathlib import Path
 from cnnlab import paths
 from cnnlab.atomic import atomic_dir
 from cnnlab.config import OptimizerConfig, Params
+from cnnlab.report.figure_data import study_views
 from cnnlab.report.results import Result, load_results
 from cnnlab.report.studies import REPORTED, REPORTED_PARAMS, STUDIES, STUDY_OF
 from cnnlab.text_tables import to_markdown
@@ -128,6 +135,107 @@ PRECISION = Column("precision_macro", "macro precision", _frac,
 RECALL = Column("recall_macro", "macro recall", _frac, lambda exp, r: r.record.recall_macro)
 F1 = Column("f1_macro", "macro F1", _frac, lambda exp, r: r.record.f1_macro)
 DEVICE = Column("device", "device", _text, lambda exp, r: r.device)
+# The train summary's: the last epoch's accuracy over its training batches as trained on (dropout
+# on, augmented), the figure Keras' fit() prints and study 004's table shows.
+LAST_EPOCH_TRAIN_ACCURACY = Column("last_epoch_train_accuracy", "train accuracy (last epoch)",
+                                   _pct, lambda exp, r: r.last_epoch_train_accuracy)
+
+
+# -- what ran, against the study's recipe ---------------------------------------------------
+
+@dataclass(frozen=True)
+class StudyRecipe:
+    """What a study trained and scored on: the reference every run of the study is compared
+    with, so a capped, shortened or re-weighted run says so beside the study's figures."""
+
+    epochs: int
+    train_images: int
+    eval_split: str
+    eval_images: int
+    weights: str  # "imagenet", or "none": trained from random initial weights
+
+
+STUDY_RECIPES: dict[str, StudyRecipe] = {
+    "000": StudyRecipe(5, 50_000, "test", 10_000, "none"),  # recipe A: all of CIFAR-10
+    "001": StudyRecipe(5, 5_000, "test", 1_000, "imagenet"),  # recipe B: 10% of train and test
+    "002": StudyRecipe(15, 8_000, "val", 2_000, "none"),  # recipe C: 1,600 + 400 per class
+    "003": StudyRecipe(150, 50_000, "test", 10_000, "none"),  # recipe D
+    "004": StudyRecipe(15, 40_000, "test", 10_000, "none"),  # recipe E: 20% of train held out
+}
+
+
+def _weights(weights: str) -> str:
+    return {"imagenet": "ImageNet weights",
+            "none": "random initial weights"}.get(weights, f"weights from {_code(weights)}")
+
+
+def _epochs(n: int) -> str:
+    return f"{n:,} epoch" + ("" if n == 1 else "s")
+
+
+def _share(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+def study_recipe_text(study: str) -> str:
+    r = STUDY_RECIPES[study]
+    return (f"The study's recipe: {_weights(r.weights)}, {_epochs(r.epochs)} on "
+            f"{r.train_images:,} train images, scored on {r.eval_images:,} {r.eval_split} images.")
+
+
+def recipe_differences(exp: str, r: Result) -> str | None:
+    """How the run differs from its study's recipe in a few words, with the profile settings
+    that made it so: '1,000 train images (study: 50,000); 1 epoch (study: 5)'. None when it
+    does not differ, or the experiment belongs to no study. A weights file is not compared: it
+    may hold the study's ImageNet weights (the offline way to run study 001)."""
+    study = STUDY_RECIPES.get(STUDY_OF.get(exp, ""))
+    if study is None:
+        return None
+    weights, record, diffs = r.recipe.weights, r.record, []
+    # A chained run starts from another run's model, as study 004's SGD and RMSprop runs did.
+    chained = r.recipe.init_from is not None
+    if not chained and weights in ("imagenet", "none") and weights != study.weights:
+        diffs.append(f"{_weights(weights)} (study: {_weights(study.weights)})")
+    if record.epochs != study.epochs:
+        diffs.append(f"{_epochs(record.epochs)} (study: {study.epochs:,})")
+    if record.train_images != study.train_images:
+        diffs.append(f"{record.train_images:,} train images (study: {study.train_images:,})")
+    if (r.split, record.eval_images) != (study.eval_split, study.eval_images):
+        diffs.append(f"scored on {record.eval_images:,} {r.split} images (study: "
+                     f"{study.eval_images:,} {study.eval_split})")
+    if diffs and r.profile_caps:
+        diffs.append("set by the profile: " + ", ".join(r.profile_caps))
+    return "; ".join(diffs) or None
+
+
+def _selection(parts: Sequence[tuple[bool, str]]) -> str:
+    shown = [text for given, text in parts if given]
+    return f" ({', '.join(shown)})" if shown else ""
+
+
+def run_summary(exp: str, r: Result) -> str:
+    """One experiment's run in a sentence, from its recipe and its metrics, marked where it
+    differs from its study's recipe."""
+    recipe, record = r.recipe, r.record
+    init = " (Glorot uniform, as Keras)" if recipe.init == "glorot_uniform" else ""
+    start = (f"{_code(recipe.init_from)}'s trained model" if recipe.init_from is not None
+             else f"{_weights(recipe.weights)}{init}")
+    train = _selection((
+        (recipe.val_fraction > 0, f"{_share(recipe.val_fraction)} of train held out as val"),
+        (recipe.train_fraction < 1, f"a seeded {_share(recipe.train_fraction)} of train"),
+        (recipe.train_subset is not None, f"at most {recipe.train_subset or 0:,}")))
+    scored = _selection((
+        (recipe.eval_fraction < 1, f"a seeded {_share(recipe.eval_fraction)} of {r.split}"),
+        (recipe.eval_subset is not None, f"at most {recipe.eval_subset or 0:,}")))
+    text = (f"{_code(exp)}: {start}, {_epochs(record.epochs)} on "
+            f"{record.train_images:,} train images{train}, scored on {record.eval_images:,} "
+            f"{r.split} images{scored}.")
+    differs = recipe_differences(exp, r)
+    return text + (f" **(differs from the study: {differs})**" if differs else "")
+
+
+DIFFERS = Column("differs_from_study", "differs from the study's recipe", _text,
+                 recipe_differences)
 
 
 @dataclass(frozen=True)
@@ -160,13 +268,14 @@ def _table(group: Sequence[str], columns: Sequence[Column], results: Results) ->
 
 def ann_vs_cnn_table(results: Results) -> Table:
     """Study 000: accuracy and macro precision, recall and F1 of ann, cnn and cnn_aug."""
-    return _table(STUDIES["000"], (EXPERIMENT, SPLIT, ACCURACY, PRECISION, RECALL, F1), results)
+    return _table(STUDIES["000"], (EXPERIMENT, SPLIT, ACCURACY, PRECISION, RECALL, F1, DIFFERS),
+                  results)
 
 
 def transfer_table(results: Results) -> Table:
     """Study 001: the two ImageNet-pretrained models against the study's test accuracy."""
     columns = (EXPERIMENT, PARAMS, TRAINABLE, TRAIN_IMAGES, EPOCHS, SPLIT, EVAL_IMAGES,
-               ACCURACY, _reported("test_accuracy", "study test accuracy"), F1)
+               ACCURACY, _reported("test_accuracy", "study test accuracy"), DIFFERS, F1)
     return _table(STUDIES["001"], columns, results)
 
 
@@ -174,7 +283,7 @@ def hw4_table(results: Results) -> Table:
     """Study 002: params, val and train accuracy of the three nets, each beside the study's."""
     columns = (EXPERIMENT, PARAMS, STUDY_PARAMS, SPLIT, ACCURACY,
                _reported("val_accuracy", "study val accuracy"), TRAIN_ACCURACY,
-               _reported("train_accuracy", "study train accuracy"))
+               _reported("train_accuracy", "study train accuracy"), DIFFERS)
     return _table(STUDIES["002"], columns, results)
 
 
@@ -183,7 +292,7 @@ def deepcnn_table(results: Results) -> Table:
     columns = (EXPERIMENT, PARAMS, STUDY_PARAMS, EPOCHS, TRAIN_SECONDS, SPLIT, BEST_EPOCH,
                BEST_ACCURACY, _reported("best_test_accuracy", "study best test accuracy"),
                Column("accuracy", "final accuracy", _pct, ACCURACY.value),
-               _reported("final_test_accuracy", "study final test accuracy"))
+               _reported("final_test_accuracy", "study final test accuracy"), DIFFERS)
     return _table(STUDIES["003"], columns, results)
 
 
@@ -194,7 +303,8 @@ def optimizer_table(results: Results, optimizers: Mapping[str, str] | None = Non
     optimizer = Column("optimizer", "optimizer", _text, lambda exp, r: optimizers.get(exp))
     columns = (EXPERIMENT, optimizer, PARAMS, EPOCHS, TRAIN_SECONDS, SPLIT, ACCURACY,
                _reported("test_accuracy", "study test accuracy"), VAL_ACCURACY,
-               _reported("val_accuracy", "study val accuracy"), F1)
+               _reported("val_accuracy", "study val accuracy"), LAST_EPOCH_TRAIN_ACCURACY,
+               _reported("train_accuracy", "study train accuracy (last epoch)"), DIFFERS, F1)
     return _table(STUDIES["004"], columns, results)
 
 
@@ -205,7 +315,7 @@ def all_experiments_table(results: Results) -> Table:
     columns = (EXPERIMENT, Column("study", "study", _text, lambda exp, r: STUDY_OF.get(exp)),
                MODEL, DATASET, PARAMS, TRAINABLE, EPOCHS, TRAIN_IMAGES, TRAIN_SECONDS, SPLIT,
                ACCURACY, Column("study_reported", "study reported", _text,
-                                lambda exp, r: reported_summary(exp)), DEVICE)
+                                lambda exp, r: reported_summary(exp)), DIFFERS, DEVICE)
     return _table(group, columns, results)
 
 
@@ -223,21 +333,25 @@ SECTIONS = (
             "The study reported no figures for these three."),
     Section("001", "Study 001: transfer learning on 10% of CIFAR-10",
             lambda m, o: transfer_table(m),
-            "ImageNet weights with the last block trainable, trained on a seeded 10% subset of "
-            "train (5,000 images) and scored on 10% of test (1,000)."),
+            "As in the study, only the last block of each pretrained model (VGG16's "
+            "features[24:], ResNet18's layer4) and the new classifier are trainable."),
     Section("002", "Study 002: three CNNs on COCO 5-class 64x64",
             lambda m, o: hw4_table(m),
-            "Scored on the val split. The study's hw4net3 reused one conv layer instance ten "
-            "times, hence its 539,013 params; cnnlab gives each layer its own weights."),
+            "The study's hw4net3 reused one conv layer instance ten "
+            "times, hence its 539,013 params; cnnlab gives each layer its own weights, and "
+            "hw4net3_shared is the study's shared version."),
     Section("003", "Study 003: deep CNN with batch norm on CIFAR-10",
             lambda m, o: deepcnn_table(m),
-            "The study trained 150 epochs and reported its best and its final epoch's test "
-            "accuracy."),
+            "The study reported its best and its final epoch's test accuracy."),
     Section("004", "Study 004: optimizers on a dropout CNN",
             optimizer_table,
             "The study trained SGD and then RMSprop on top of the model it had already trained "
-            "with Adam, so its SGD and RMSprop figures are not from-scratch results; cnnlab "
-            "trains each optimizer from a fresh model."),
+            "with Adam: its SGD and RMSprop figures belong to dropcnn_sgd_chained and "
+            "dropcnn_rmsprop_chained (params.yaml's chained:, each starting from its init_from "
+            "model), while dropcnn_sgd and dropcnn_rmsprop train from scratch, a comparison "
+            "of optimizers the study did not make. Train accuracy (last epoch) is the "
+            "accuracy over the last epoch's training batches as they were trained on (dropout "
+            "on), the figure Keras printed and the study's table shows."),
     Section("all", "All experiments",
             lambda m, o: all_experiments_table(m),
             "Train seconds are the training loop's wall time on the device shown."),
@@ -248,7 +362,8 @@ INTRO = """\
 
 Built by `dvc repro report` from `metrics/<exp>.json` of every experiment defined in params.yaml;
 nothing here is re-evaluated. Accuracy is on each experiment's eval split. The study columns are
-the figures the original studies reported. Each experiment is one run
+the figures the original studies reported. Each study's section says what its runs ran, and marks
+a run that differs from the study's recipe. Each experiment is one run
 with one seed: treat differences under about a point as noise.
 """
 
@@ -258,11 +373,13 @@ def _names(exps: Sequence[str]) -> str:
 
 
 def _figure_links(section: Section, table: Table, metrics_root: str) -> list[str]:
+    """Each experiment's common figures, then those showing what its study showed."""
     lines = []
     for row in table.rows:
         exp = row["experiment"]
+        files = {**EXPERIMENT_FIGURES, **study_views(exp).files()}
         links = ", ".join(f"[{label}]({metrics_root}/{exp}/figures/{file})"
-                          for file, label in EXPERIMENT_FIGURES.items())
+                          for file, label in files.items())
         lines.append(f"- {_code(exp)}: {links}")
     if section.key == "002" and table.rows:
         links = ", ".join(f"[{label}]({metrics_root}/{HW4_COMPARISON}/{file})"
@@ -271,7 +388,18 @@ def _figure_links(section: Section, table: Table, metrics_root: str) -> list[str
     return lines
 
 
-def render_markdown(tables: Mapping[str, Table], metrics_root: str = "..") -> str:
+def _what_ran(section: Section, table: Table, results: Results) -> list[str]:
+    """The study's recipe, then each of its runs as it ran (from its params and metrics)."""
+    if section.key not in STUDY_RECIPES:
+        return []
+    lines = [study_recipe_text(section.key), ""]
+    runs = [f"- {run_summary(row['experiment'], results[row['experiment']])}"
+            for row in table.rows]
+    return lines + (["What ran:", "", *runs, ""] if runs else [])
+
+
+def render_markdown(tables: Mapping[str, Table], results: Results,
+                    metrics_root: str = "..") -> str:
     """The report document. metrics_root is the metrics/ folder relative to the report's folder."""
     parts = [INTRO]
     for section in SECTIONS:
@@ -281,7 +409,7 @@ def render_markdown(tables: Mapping[str, Table], metrics_root: str = "..") -> st
             lines += [table.markdown().rstrip("\n"), ""]
         if table.missing:
             lines += [f"Not in params.yaml yet: {_names(table.missing)}.", ""]
-        lines += [section.note, ""]
+        lines += [*_what_ran(section, table, results), section.note, ""]
         if section.key != "all":
             figures = _figure_links(section, table, metrics_root)
             if figures:
@@ -302,7 +430,7 @@ def render_report(results: Results, optimizers: Mapping[str, str] | None = None,
                   metrics_root: str = "..") -> dict[str, str]:
     """Every output file's name and text (OUTPUT_FILES, in that order)."""
     tables = build_tables(results, optimizers)
-    files = {REPORT_FILE: render_markdown(tables, metrics_root)}
+    files = {REPORT_FILE: render_markdown(tables, results, metrics_root)}
     files.update({name: tables[key].csv() for key, name in CSV_FILES.items()})
     return files
 
@@ -316,8 +444,9 @@ def write_report(params: Params, out_dir: str | os.PathLike = REPORT_DIR) -> Non
     """Read the results of every experiment params.yaml defines and write OUTPUT_FILES into
     out_dir, replacing it whole."""
     out_dir = Path(out_dir)
-    results = load_results(params, list(params.experiments))
-    optimizers = {exp: optimizer_label(cfg.optimizer) for exp, cfg in params.experiments.items()}
+    every = params.all_experiments()
+    results = load_results(params, list(every))
+    optimizers = {exp: optimizer_label(cfg.optimizer) for exp, cfg in every.items()}
     metrics_root = Path(os.path.relpath(paths.METRICS, out_dir)).as_posix()
     files = render_report(results, optimizers, metrics_root)
     with atomic_dir(out_dir) as tmp:

@@ -24,6 +24,7 @@ from cnnlab.atomic import atomic_path
 DPI = 100  # pixels per inch: a figure of w x h inches is a PNG of w*DPI x h*DPI pixels
 RIGHT = "#1a7f37"  # green for a correct prediction
 WRONG = "#cf222e"  # red for a wrong one
+MARK = "#8250df"  # purple for a point a figure marks (the best epoch)
 
 STYLE = {
     "font.size": 9,

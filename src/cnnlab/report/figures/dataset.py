@@ -24,6 +24,13 @@ def samples_per_class_figure(images: Sequence[np.ndarray | None], classes: Seque
 
 
 @styled
+def labelled_images_figure(images: Sequence[np.ndarray], labels: Sequence[str], path: str | Path,
+                           title: str, columns: int = 5) -> Path:
+    """Images in the order given, each captioned with its label (e.g. a split's first n)."""
+    return image_grid(images, list(labels), path, title, columns)
+
+
+@styled
 def class_distribution_figure(counts: Mapping[str, Sequence[int]], classes: Sequence[str],
                               path: str | Path, title: str) -> Path:
     """Images per class as grouped bars, one colour per split, each bar labelled with its count.

@@ -1,8 +1,8 @@
 """Figures of training logs: losses, accuracies, the learning rate and gradient norms.
 
-A series is (x values, y values), as cnnlab.report.comparisons.read_series returns it; a dict of series is
-drawn as one line each, labelled with its key. Every figure here is 7 x 4 inches (8 x 4.5 for
-the per-layer ones, whose legend sits beside the axes).
+A series is (x values, y values), as cnnlab.report.comparisons.read_series returns it; a dict of
+series is drawn as one line each, labelled with its key. Every figure here is 7 x 4 inches (8 x
+4.5 for the per-layer ones, whose legend sits beside the axes).
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from pathlib import Path
 from matplotlib import colormaps
 from matplotlib.ticker import MaxNLocator
 
-from cnnlab.report.figures._save import message, new_figure, save, set_title, styled
+from cnnlab.report.figures._save import MARK, message, new_figure, save, set_title, styled
 
 Series = tuple[Sequence[float], Sequence[float]]
+Mark = tuple[float, float, str]  # (x, y, what the annotation says)
 
 
 def _lines(ax, series: Mapping[str, Series], marker: str | None = None) -> None:
@@ -61,13 +62,27 @@ def loss_curves_figure(series: Mapping[str, Series], path: str | Path, title: st
     return save(fig, path)
 
 
+def _mark(ax, mark: Mark) -> None:
+    """A star on the point, and its text in the lower right of the axes with an arrow to it
+    (accuracy curves rise, so that corner is clear; a fixed place never leaves the figure)."""
+    x, y, text = mark
+    ax.plot([x], [y], marker="*", markersize=14, color=MARK, linestyle="none", zorder=4)
+    ax.annotate(text, xy=(x, y), xytext=(0.97, 0.06), textcoords="axes fraction", ha="right",
+                va="bottom", color=MARK, fontsize=8,
+                bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": MARK},
+                arrowprops={"arrowstyle": "->", "color": MARK})
+
+
 @styled
 def epoch_figure(series: Mapping[str, Series], path: str | Path, title: str, ylabel: str,
-                 ylim: tuple[float, float] | None = None) -> Path:
-    """Per-epoch values (train, val, test, ...) against the epoch: loss or accuracy curves."""
+                 ylim: tuple[float, float] | None = None, mark: Mark | None = None) -> Path:
+    """Per-epoch values (train, val, test, ...) against the epoch: loss or accuracy curves.
+    `mark` stars one point (x, y) and annotates it with its text (study 003: the best epoch)."""
     fig = new_figure(7, 4)
     ax = fig.subplots()
     _lines(ax, series, marker="o")
+    if mark is not None:
+        _mark(ax, mark)
     ax.set(xlabel="epoch", ylabel=ylabel)
     set_title(ax, title)
     if ylim:
