@@ -16,6 +16,7 @@ from cnnlab.report.figure_data import (
     COMMON_VIEWS,
     best_point,
     class_counts,
+    confusion_counts,
     filters_as_images,
     first_index_per_class,
     first_indices,
@@ -230,3 +231,40 @@ def test_the_best_epoch_mark_reaches_the_png(tmp_path):
     moved = figures.epoch_figure(series, tmp_path / "moved.png", "acc", "accuracy",
                                  ylim=(0, 1), mark=(3, 0.65, "best test accuracy 70.00%"))
     assert moved.read_bytes() != marked.read_bytes()
+
+
+# ------------------------------------------------------------ confusion matrix: rows are true
+
+
+def test_confusion_counts_put_each_prediction_in_its_true_row_and_predicted_column():
+    true = np.array([0, 0, 1, 2, 2, 2])
+    predicted = np.array([0, 1, 1, 0, 0, 2])
+    expected = np.array([[1, 1, 0],   # class 0: once right, once taken for 1
+                         [0, 1, 0],
+                         [2, 0, 1]])  # class 2: twice taken for 0
+    assert np.array_equal(confusion_counts(true, predicted, 3), expected)
+    from sklearn.metrics import confusion_matrix
+    assert np.array_equal(expected, confusion_matrix(true, predicted, labels=range(3)))
+
+
+def dark_centroid(path) -> tuple[float, float]:
+    """(x, y) centroid of the figure's darkest blue pixels: a full cell (and the colorbar's
+    top, the same in every drawing compared)."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    dark = (rgb[..., 2] > 80) & (rgb[..., 0] < 40) & (rgb[..., 1] < 80)
+    ys, xs = np.nonzero(dark)
+    return xs.mean(), ys.mean()
+
+
+def test_the_confusion_figure_draws_true_classes_as_rows(tmp_path):
+    """One image of class 1 taken for class 0 lands lower left of one of class 0 taken for 1:
+    rows (top to bottom) are the true classes, columns (left to right) the predicted ones."""
+    classes = ("cat", "dog")
+    lower_left = figures.confusion_figure(confusion_counts(np.array([1]), np.array([0]), 2),
+                                          classes, tmp_path / "a.png", "true dog, said cat")
+    upper_right = figures.confusion_figure(confusion_counts(np.array([0]), np.array([1]), 2),
+                                           classes, tmp_path / "b.png", "true cat, said dog")
+    (ax, ay), (bx, by) = dark_centroid(lower_left), dark_centroid(upper_right)
+    assert ax < bx and ay > by

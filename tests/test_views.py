@@ -215,3 +215,33 @@ def test_study_004_shows_the_first_5_training_images_and_first_3_of_each_outcome
         list(train.images[:5]), [CLASSES[i] for i in train.labels[:5]], tmp_path / "first5.png",
         "dropcnn_adam: the first 5 training images", columns=5)
     assert (folder / "train_first_5.png").read_bytes() == expected.read_bytes()
+
+
+def test_the_confusion_figures_are_drawn_with_true_classes_as_rows(project, tmp_path):
+    """Every test image predicted as the first class: the drawn matrix has that one column
+    filled, row i holding class i's count. The figure set's PNG must equal one drawn here from
+    that hand-built matrix; a transposed matrix (one row filled) would not."""
+    path = paths.eval_dir("cnn") / "predictions.csv"
+    rows = predictions("cnn")
+    classes = sorted({r["actual"] for r in rows} | {r["predicted"] for r in rows})
+    names = list(tiny_cifar().classes)
+    for row in rows:
+        row["predicted"] = names[0]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    draw_experiment_figures(project, "cnn")
+    expected = np.zeros((len(names), len(names)), dtype=np.int64)
+    for row in rows:
+        expected[names.index(row["actual"]), 0] += 1
+    assert classes and expected[:, 0].sum() == len(rows)
+    reference = figures.confusion_figure(
+        expected, names, tmp_path / "reference.png",
+        f"cnn: confusion matrix (test, {len(rows):,} images)")
+    drawn = paths.METRICS / "cnn" / "figures" / "confusion_counts.png"
+    assert drawn.read_bytes() == reference.read_bytes()
+    transposed = figures.confusion_figure(
+        expected.T, names, tmp_path / "transposed.png",
+        f"cnn: confusion matrix (test, {len(rows):,} images)")
+    assert drawn.read_bytes() != transposed.read_bytes()

@@ -148,3 +148,11 @@ def best_point(xs: Sequence[int], ys: Sequence[float]) -> tuple[int, float] | No
         return None
     i = int(np.argmax(np.asarray(ys, dtype=np.float64)))  # argmax returns the first maximum
     return int(xs[i]), float(ys[i])
+
+
+def confusion_counts(true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """The confusion matrix the figures draw: row i is true class i, column j predicted class
+    j, so matrix[i, j] counts the images of class i predicted as j (sklearn's convention)."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(true), np.asarray(predicted)), 1)
+    return matrix

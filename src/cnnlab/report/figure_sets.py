@@ -68,6 +68,7 @@ from cnnlab.report.figure_data import (
     StudyViews,
     best_point,
     class_counts,
+    confusion_counts,
     first_index_per_class,
     first_indices,
     first_where,
@@ -300,11 +301,9 @@ def _training_figures(exp: Experiment, name: str, logs: Logs, layers: dict[str, 
 
 def _evaluation_figures(exp: Experiment, name: str, classes: tuple[str, ...],
                         images: np.ndarray, preds: Predictions, out: Path) -> list[Path]:
-    from sklearn.metrics import confusion_matrix
-
     split = exp.eval_split
     true, predicted = preds.true, preds.predicted
-    matrix = confusion_matrix(true, predicted, labels=range(len(classes)))
+    matrix = confusion_counts(true, predicted, len(classes))  # rows true, columns predicted
     right = true == predicted
 
     def examples(indices: list[int], file: str, title: str) -> Path:
