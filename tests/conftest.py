@@ -22,8 +22,20 @@ def real_archive(name: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def real_cifar10():
-    """The real CIFAR-10 (JPEG re-encode) as a PreparedDataset, read once per session."""
-    from cnnlab.data.cifar10 import read_cifar10_archive
+def real_cifar10(tmp_path_factory, worker_id):
+    """The real CIFAR-10 (JPEG re-encode) as a PreparedDataset, decoded once per test run: under
+    pytest-xdist the first worker to need it saves the arrays where every worker looks (the
+    workers' shared temporary root), and the others load them."""
+    from filelock import FileLock
 
-    return read_cifar10_archive(real_archive("cifar10-jpeg.tar.gz"))
+    from cnnlab.data.cifar10 import read_cifar10_archive
+    from cnnlab.data.prepared import load_prepared, save_prepared
+
+    archive = real_archive("cifar10-jpeg.tar.gz")
+    if worker_id == "master":  # no xdist: nothing to share
+        return read_cifar10_archive(archive)
+    shared = tmp_path_factory.getbasetemp().parent
+    with FileLock(str(shared / "real_cifar10.lock")):
+        if not (shared / "real_cifar10" / "meta.json").is_file():
+            save_prepared(read_cifar10_archive(archive), shared / "real_cifar10")
+    return load_prepared(shared / "real_cifar10")

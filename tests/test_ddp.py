@@ -181,3 +181,28 @@ def test_two_processes_stopped_by_sigterm_resume_to_the_same_weights(tmp_path, r
     stdout = finish(torchrun(tmp_path, env, 2))
     assert stdout.count("resuming after epoch") == 1  # rank 0 says so; both ranks resume
     assert outputs(tmp_path) == outputs(runs[2][0])  # bit-identical weights, same summary
+
+
+@pytest.mark.e2e
+def test_the_readmes_torchrun_commands_run_as_written(tmp_path):
+    """README "Multi-GPU": `torchrun --standalone --nproc_per_node 4 stages/train.py deepcnn`,
+    then `dvc commit -f train@deepcnn`, in a DVC project whose deepcnn recipe the test shrinks
+    (one epoch on 64 images; here on the CPU, so over Gloo). DVC then holds the outputs."""
+    from dvc_project import dvc, make_project
+    from readme_commands import block, run_block
+
+    def tiny_deepcnn(params):
+        params["experiments"]["deepcnn"].update(epochs=1, batch_size=32, train_subset=64,
+                                                eval_subset=32, log_every=1)
+
+    env = make_project(tmp_path, tiny_deepcnn)
+    patterns = np.random.default_rng(0).normal(0, 1, (10, 4, 4, 3)).repeat(8, 1).repeat(8, 2)
+    save_prepared(PreparedDataset("cifar10", tuple(f"c{i}" for i in range(10)), {
+        "train": noisy_patterns(128, 1, patterns), "test": noisy_patterns(64, 2, patterns)}),
+        tmp_path / "data/prepared/cifar10")
+    launch, commit = block("torchrun --standalone --nproc_per_node 4 stages/train.py deepcnn")
+    (trained, _) = run_block([launch, commit], tmp_path, env)
+    assert "deepcnn: trained 1 epochs" in trained.stdout and "4 processes" in trained.stdout
+    status = dvc(tmp_path, env, "status", "train@deepcnn").stdout
+    assert "changed" not in status, status
+    assert (tmp_path / "data/models/deepcnn/final.pt").is_file()

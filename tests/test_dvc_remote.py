@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import readme_commands
 import test_pipeline_e2e as pipeline_e2e
 from dvc_project import PROJECT, dvc, make_project, run
 
@@ -35,11 +36,15 @@ def pushed(tmp_path_factory, server):
     dvc(root, env, "repro", f"evaluate@{EXP}")
     assert list((root / "src/cnnlab").glob("__pycache__/*.pyc"))
     remote = tmp_path_factory.mktemp("remote")
-    dvc(root, env, "remote", "add", "-d", "storage", str(remote))
+    # The README's remote block, its first two lines (the whole block runs after a full run in
+    # tests/test_full_pipeline_e2e.py).
+    add, push, _ = readme_commands.block("dvc remote add -d storage")
+    readme_commands.run_block([add], root, env, {"/mnt/share/cnnlab-dvc": str(remote)})
     # dvc.lock names every output's hash, .dvc/config the remote: a clone gets both from git.
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "results and remote"], root, env)
-    return root, env, remote, dvc(root, env, "push")
+    (pushed_,) = readme_commands.run_block([push], root, env)
+    return root, env, remote, pushed_
 
 
 def clone(root: Path, to: Path, env: dict) -> Path:
@@ -89,3 +94,4 @@ def test_pull_from_an_empty_or_missing_remote_fails(pushed, tmp_path, remote_kin
     assert "Some of the cache files do not exist neither locally nor on remote" in result.stderr
     assert not (fresh / f"data/models/{EXP}/final.pt").exists()
     shutil.rmtree(fresh)
+

@@ -1,7 +1,10 @@
-"""End to end, every stage: a plain `dvc repro` runs both download branches, the CIFAR-10 and COCO
-5-class datasets, every experiment's train, evaluate and figures stages, compare_hw4 and the report.
-COCO is the real mini subset (annotation archive and images) and CIFAR-10 a tiny generated archive
-in the official binary format, all served over real HTTP from 127.0.0.1."""
+"""End to end, every stage, run as the README tells a new user: its offline COCO line unpacks the
+real mini subset into local/coco-mini, then its quick-profile command (`dvc exp run -n quick` with
+the profile's caps, random transfer weights and local archives) runs both download branches, the
+CIFAR-10 and COCO 5-class datasets, every experiment's train, evaluate and figures stages,
+compare_hw4 and the report. The test only replaces the README's stand-ins (/data/, <its md5>) with
+real files (the real COCO mini archive, a tiny generated CIFAR-10 archive in the official binary
+format) and appends -S overrides that shrink batch sizes and log intervals."""
 
 from __future__ import annotations
 
@@ -9,16 +12,14 @@ import csv
 import hashlib
 import json
 import shutil
-import tarfile
-import zipfile
 
 import cv2
 import pytest
+import readme_commands
 import yaml
 from cifar_archives import write_binary_archive
 from conftest import real_archive
-from dvc_project import dvc, make_project, ran_stages
-from httpserver import LocalServer
+from dvc_project import dvc, make_project, ran_stages, run
 
 from cnnlab.evaluate.record import MetricsRecord
 
@@ -40,49 +41,49 @@ PARAMS = {"hw4net1": 406_885, "hw4net2": 529_765, "hw4net3": 622_245, "hw4net3_s
 
 
 @pytest.fixture(scope="module")
-def mirror(tmp_path_factory):
-    """A stand-in for images.cocodataset.org: the annotation zip and train2017/ images."""
-    root = tmp_path_factory.mktemp("coco-mirror")
-    with tarfile.open(real_archive("coco-mini.tar.gz")) as tf:
-        tf.extractall(root / "mini", filter="data")
-    with zipfile.ZipFile(root / "annotations_trainval2017.zip", "w") as zf:
-        zf.write(root / "mini/annotations/instances_train2017.json",
-                 "annotations/instances_train2017.json")
-    shutil.move(root / "mini/train2017", root / "train2017")
-    write_binary_archive(root / "cifar-10-binary.tar.gz", records_per_batch=40)
-    with LocalServer(root) as server:
-        server.md5 = hashlib.md5((root / "annotations_trainval2017.zip").read_bytes()).hexdigest()
-        server.cifar_md5 = hashlib.md5((root / "cifar-10-binary.tar.gz").read_bytes()).hexdigest()
-        yield server
+def archives(tmp_path_factory):
+    """The files the README's commands name under /data/: the real COCO mini subset, and a tiny
+    CIFAR-10 (200 train, 40 test images) in the official binary format."""
+    root = tmp_path_factory.mktemp("data")
+    shutil.copy(real_archive("coco-mini.tar.gz"), root / "coco-mini.tar.gz")
+    write_binary_archive(root / "cifar10-jpeg.tar.gz", records_per_batch=40)
+    return root
+
+
+def md5(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def tiny_sizes() -> list[str]:
+    """The test's own -S overrides on top of the quick profile's caps (1 epoch)."""
+    sets = ["data.coco5.workers=4", "data.coco5.retries=1"]
+    sets += [f"experiments.{net}.log_every=1" for net in NETS]
+    sets += [f"experiments.{exp}.{k}" for exp in CIFAR for k in ("batch_size=32", "log_every=2")]
+    sets += [f"experiments.{exp}.{k}" for exp in TRANSFER
+             for k in ("batch_size=8", "eval_fraction=0.25")]
+    sets += [f"chained.{exp}.{k}" for exp in CHAINED for k in ("batch_size=32", "log_every=2")]
+    return sets
+
+
+def stand_ins(archives) -> dict[str, str]:
+    """The README's /data/ and <its md5> stand-ins, filled in."""
+    return {"/data/": f"{archives}/",
+            "data.cifar10.md5=<its md5>":
+                f"data.cifar10.md5={md5(archives / 'cifar10-jpeg.tar.gz')}",
+            "data.coco5.annotations.md5=<its md5>":
+                f"data.coco5.annotations.md5={md5(archives / 'coco-mini.tar.gz')}"}
 
 
 @pytest.fixture(scope="module")
-def reproduced(tmp_path_factory, mirror):
-    def tiny_coco(params):
-        coco = params["data"]["coco5"]
-        coco["annotations"] = {"url": mirror.url("annotations_trainval2017.zip"),
-                               "md5": mirror.md5}
-        # The mini set has 1 to 7 images per class (motorcycle: 1), so take 1 + 1 and let the
-        # shortfall through.
-        coco.update(image_source=mirror.url("").rstrip("/"), train_per_class=1,
-                    val_per_class=1, allow_shortfall=True, workers=4, retries=1)
-        for net in NETS:
-            params["experiments"][net].update(epochs=1, log_every=1)
-        params["data"]["cifar10"] = {"url": mirror.url("cifar-10-binary.tar.gz"),
-                                     "md5": mirror.cifar_md5}
-        # Every CIFAR-10 experiment for one tiny epoch: the generated archive has 200 train and
-        # 40 test images. The transfer models keep their real 256/224 preprocessing, on random
-        # weights (no internet), and 10% of train as their recipe says.
-        for exp in CIFAR:
-            params["experiments"][exp].update(epochs=1, batch_size=32, log_every=2)
-        for exp in TRANSFER:
-            params["experiments"][exp].update(weights="none", batch_size=8, eval_fraction=0.25)
-        for exp in CHAINED:
-            params["chained"][exp].update(epochs=1, batch_size=32, log_every=2)
-
+def reproduced(tmp_path_factory, archives):
     root = tmp_path_factory.mktemp("project")
-    env = make_project(root, tiny_coco)
-    return root, dvc(root, env, "repro"), env
+    env = make_project(root, lambda params: None)
+    replace = stand_ins(archives)
+    unpack = [c for c in readme_commands.block("mkdir -p local/coco-mini") if "tar xzf" in c]
+    readme_commands.run_block(unpack, root, env, replace)
+    quick = readme_commands.block("dvc exp run -n quick")
+    (result,) = readme_commands.run_block(quick, root, env, replace, tiny_sizes())
+    return root, result, env
 
 
 def test_repro_runs_every_stage(reproduced):
@@ -182,6 +183,33 @@ def test_coco5_hw4_nets_and_their_comparison(reproduced):
         assert f"| {net} | {PARAMS[net]:,} |" in table
     for figure in ("loss_curves.png", "grad_norms.png"):
         assert (root / "metrics/compare-hw4" / figure).stat().st_size > 5000
+
+
+def test_the_readmes_coco_command_runs_as_written(reproduced, archives):
+    """README "Offline sources", COCO: unpack the mini set, then the compare_hw4 run with the
+    same COCO settings the quick profile used, so nothing is left to run."""
+    root, _, env = reproduced
+    _, compare = readme_commands.run_block(readme_commands.block("mkdir -p local/coco-mini"),
+                                           root, env, stand_ins(archives))
+    assert ran_stages(compare.stdout) == set(), compare.stdout
+    assert (root / "metrics/compare-hw4/table.md").is_file()
+
+
+def test_the_readmes_remote_commands_run_as_written(reproduced, tmp_path):
+    """README "Remote storage" after a full run: add a remote, commit, push, then a clone that
+    pulls has every output back and nothing left to run. Only the README's stand-ins (the
+    remote's folder, <repo>) are filled in."""
+    root, _, env = reproduced
+    add, push, clone = readme_commands.block("dvc remote add -d storage")
+    readme_commands.run_block([add], root, env, {"/mnt/share/cnnlab-dvc": str(tmp_path / "remote")})
+    run(["git", "add", "-A"], root, env)  # "commit .dvc/config", with the run's dvc.lock
+    run(["git", "commit", "-qm", "a full run and its remote"], root, env)
+    readme_commands.run_block([push], root, env)
+    (cloned,) = readme_commands.run_block([clone], tmp_path, env, {"<repo>": str(root)})
+    assert "Data and pipelines are up to date." in cloned.stdout, cloned.stdout[-2000:]
+    for model in ("deepcnn", "dropcnn_rmsprop_chained", "hw4net3_shared"):
+        assert (tmp_path / f"elsewhere/data/models/{model}/final.pt").read_bytes() == \
+            (root / f"data/models/{model}/final.pt").read_bytes()
 
 
 def stale_stages(root, env) -> set[str]:

@@ -16,7 +16,8 @@ from html.parser import HTMLParser
 
 import cv2
 import pytest
-from cifar_archives import write_binary_archive
+import readme_commands
+from cifar_archives import write_binary_archive, write_imagefolder_archive
 from dvc_project import dvc, edit_params, make_project, ran_stages, run
 from httpserver import LocalServer
 
@@ -294,3 +295,36 @@ def test_metrics_diff_of_identical_runs_at_two_commits_is_empty(reproduced):
     diff = dvc(root, env, "metrics", "diff", "--json", "HEAD~2", "HEAD").stdout
     assert json.loads(diff) == {}
     assert dvc(root, env, "metrics", "diff", "HEAD~2", "HEAD").stdout.strip() == ""
+
+
+# ----------------------------------------------------- the README's commands, as a user types them
+
+
+def test_the_readmes_everyday_commands_run_as_written(reproduced):
+    """README "Everyday use": one experiment, a variant, exp show, metrics diff, plots show."""
+    root, env, _ = reproduced
+    commands = readme_commands.block("dvc repro evaluate@cnn")
+    results = readme_commands.run_block(commands, root, env)
+    by_command = dict(zip(commands, results, strict=True))
+    variant = next(r for c, r in by_command.items() if c.startswith("dvc exp run"))
+    assert ran_stages(variant.stdout) == {"train@cnn", "evaluate@cnn"}
+    show = next(r for c, r in by_command.items() if c.startswith("dvc exp show"))
+    assert "lr" in show.stdout and "accuracy" in show.stdout
+    assert (root / "dvc_plots" / "index.html").is_file()
+
+
+def test_the_readmes_offline_cifar_command_runs_as_written(reproduced, tmp_path):
+    """README "Offline sources": a local CIFAR-10 archive in ImageFolder layout (JPEG), only its
+    /data/ folder and md5 filled in."""
+    root, env, _ = reproduced
+    archive = tmp_path / "data" / "cifar10-jpeg.tar.gz"
+    archive.parent.mkdir()
+    write_imagefolder_archive(archive, per_class={"train": 8, "test": 4}, ext="jpg")
+    replace = {"/data/": f"{archive.parent}/",
+               "<its md5>": hashlib.md5(archive.read_bytes()).hexdigest()}
+    (result,) = readme_commands.run_block(
+        readme_commands.block("dvc exp run -S data.cifar10.url=/data/cifar10-jpeg.tar.gz"),
+        root, env, replace)
+    assert {"download_cifar10", "prepare_cifar10", "evaluate@cnn"} <= ran_stages(result.stdout)
+    meta = json.loads((root / "data/prepared/cifar10/meta.json").read_text())
+    assert meta["splits"] == {"train": 80, "test": 40}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import readme_commands
 import test_pipeline_e2e as pipeline_e2e
 from dvc_project import dvc, make_project, run
 
@@ -76,12 +77,12 @@ def sweep(tmp_path_factory, server):
     dvc(root, env, "repro", "evaluate@cnn")
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "baseline"], root, env)
-    for seed in SEEDS:
-        dvc(root, env, "exp", "run", "--queue", "-S", f"experiments.cnn.seed={seed}",
-            "evaluate@cnn")
+    # The README's seed block as written: queue the seeds, start the workers (its third line,
+    # the summary, runs in test_seeds_command_prints_mean_and_std_over_the_sweep).
+    queue, start, _ = readme_commands.block("for seed in 1 2 3")
     try:
         started = time.monotonic()
-        dvc(root, env, "queue", "start", "-j", "2")
+        readme_commands.run_block([queue, start], root, env)
         exps = wait_for_queue(root, env, len(SEEDS), timeout=600)
         yield root, env, exps, time.monotonic() - started
     finally:
@@ -108,10 +109,10 @@ def test_every_queued_seed_ran_and_trained_differently(sweep):
     for seed, metrics in by_seed.items():
         assert metrics["seed"] == seed and metrics["epochs"] == 1  # evaluate@cnn ran in each
     # The tiny archive's images are random, so test accuracy sits near chance and two seeds may
-    # tie on it; the training itself follows the seed, as each run's train loss shows.
-    losses = {exp["revs"][0]["data"]["metrics"]["metrics/cnn/train/metrics.json"]["data"]
-              ["train_loss"] for exp in exps}
-    assert len(losses) == len(SEEDS), losses
+    # tie on it; the training itself follows the seed, as each run's trained model (an output,
+    # with its hash in `dvc exp show --json`) shows.
+    models = {exp["revs"][0]["data"]["outs"]["data/models/cnn"]["hash"] for exp in exps}
+    assert len(models) == len(SEEDS), models
     print(f"\n{len(SEEDS)} queued experiments finished in {seconds:.0f}s")
 
 
@@ -120,9 +121,9 @@ def test_seeds_command_prints_mean_and_std_over_the_sweep(sweep, tmp_path):
     by_seed = results(exps)
     accuracy = np.array([by_seed[s]["accuracy"] for s in SEEDS])
     f1 = np.array([by_seed[s]["f1_macro"] for s in SEEDS])
-    seeds_json = tmp_path / "seeds.json"
-    named = run([sys.executable, "-m", "cnnlab.report.seed_summary", "cnn", "--json",
-                 str(seeds_json)], root, env)
+    *_, summary = readme_commands.block("for seed in 1 2 3")
+    (named,) = readme_commands.run_block([summary], root, env)  # as the README has it
+    seeds_json = root / "seeds.json"
     print("\n" + named.stdout)
     row = (f"| cnn | 3 | 1, 2, 3 | {accuracy.mean():.4f} ± {accuracy.std(ddof=1):.4f} | "
            f"{f1.mean():.4f} ± {f1.std(ddof=1):.4f} |")
