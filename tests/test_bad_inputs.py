@@ -84,6 +84,7 @@ def write_params(root: Path, data: dict | None = None, **toy: object) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     params["data"]["cifar10"].update(data or {})
     params["experiments"] = {"toy": {**TOY, **toy}}
+    params.pop("chained", None)  # its experiments start from ones this project lacks
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
 
