@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import random
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,9 @@ from httpserver import LocalServer, dead_url
 from cnnlab.download import download
 from cnnlab.errors import CnnlabError
 
-DATA = os.urandom(300_000)  # several reads of the response, so a cut lands mid-body
+# Several reads of the response, so a cut lands mid-body. Seeded, not os.urandom: the test ids
+# carry its md5, and parallel workers (pytest-xdist) must collect the same ids.
+DATA = random.Random(0).randbytes(300_000)
 MD5 = hashlib.md5(DATA).hexdigest()
 FAST = {"backoff": 0.01, "timeout": 5.0, "progress": False}
 
