@@ -1,5 +1,7 @@
 """Batched augmentation matches torchvision's per-image ops and is driven by the seed."""
 
+import dataclasses
+
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -75,3 +77,25 @@ def test_crop_keeps_pixels_from_the_image_or_zero_padding(padding):
     x = torch.full((4, 3, 8, 8), 7, dtype=torch.uint8)
     out = random_crop(x, padding, torch.Generator().manual_seed(0))
     assert set(out.unique().tolist()) <= {0, 7}
+
+
+@pytest.mark.parametrize("order", [("hflip", "crop", "autoaugment"),
+                                   ("autoaugment", "hflip", "crop"),
+                                   ("crop", "autoaugment", "hflip")])
+def test_the_ops_run_in_the_order_asked(order):
+    """augment_batch equals the ops called one after another in `order`, each drawing from the
+    same generator in turn; the three orders give three different batches."""
+    from cnnlab.data.autoaugment import autoaugment_cifar10
+
+    x = images(n=8, size=32)
+    cfg = Augment(hflip=True, crop_padding=4, autoaugment="cifar10", order=order)
+    ops = {"hflip": random_hflip, "crop": lambda b, g: random_crop(b, 4, g),
+           "autoaugment": autoaugment_cifar10}
+    gen, expected = torch.Generator().manual_seed(5), x
+    for op in order:
+        expected = ops[op](expected, gen)
+    got = augment_batch(x, cfg, torch.Generator().manual_seed(5))
+    assert torch.equal(got, expected)
+    other = tuple(reversed(order))
+    assert not torch.equal(got, augment_batch(x, dataclasses.replace(cfg, order=other),
+                                              torch.Generator().manual_seed(5)))

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from test_training import RecordingLogger, experiment, separable_dataset
 
 from cnnlab.config import Augment, Scheduler
+from cnnlab.data.augment import model_input
 from cnnlab.data.prepared import PreparedDataset, Split
 from cnnlab.data.selection import select_data
 from cnnlab.errors import CnnlabError
@@ -109,6 +110,28 @@ def test_label_smoothed_loss_is_the_smoothed_target_cross_entropy():
         expected.item(), rel=1e-6)
     assert F.cross_entropy(logits, labels, label_smoothing=eps).item() == pytest.approx(
         expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.04, 0.3])
+def test_the_loop_trains_on_the_label_smoothed_loss(eps):
+    """The loss the loop logs for its first step (one batch of every image, float32, no
+    augmentation) is the smoothed-target cross-entropy of the initial model, by the formula."""
+    data = separable_dataset(n=32)
+    exp = experiment(epochs=1, batch_size=32, log_every=1, label_smoothing=eps,
+                     augment=Augment(), speed=dataclasses.replace(
+                         experiment().speed, precision="fp32", channels_last=False))
+    log = RecordingLogger()
+    train(exp, data, CPU, log, progress=False)
+    torch.manual_seed(exp.seed)  # the loop's model initialisation
+    model = build_model(exp.model, 2)
+    split = data.split("train")
+    x = model_input(torch.from_numpy(split.images).permute(0, 3, 1, 2), exp)
+    with torch.no_grad():
+        log_p = model(x).log_softmax(1)
+    labels = torch.from_numpy(split.labels)
+    nll = -log_p[torch.arange(len(labels)), labels]
+    expected = ((1 - eps) * nll + eps * -log_p.mean(1)).mean().item()
+    assert log.steps[0][1] == pytest.approx(expected, rel=1e-5)
 
 
 def test_gradient_clipping_bounds_the_update_of_one_sgd_step():
