@@ -233,6 +233,26 @@ def test_holdout_and_subsets_are_seeded_sized_and_disjoint():
         a.split("train"))
 
 
+def test_subset_caps_take_the_smaller_of_fraction_and_cap():
+    dataset = indexed_dataset()
+    capped = select_data(experiment(train_fraction=0.5, train_subset=70, eval_subset=30),
+                         dataset)
+    assert (len(capped.split("train")), len(capped.split("test"))) == (70, 30)
+    loose = select_data(experiment(train_fraction=0.05, train_subset=700), dataset)
+    assert len(loose.split("train")) == 50  # 5% of 1,000 is under the cap
+
+
+def test_the_eval_subset_is_drawn_from_a_stream_of_its_own():
+    """With train and test of one size and the same fractions, one stream would pick the same
+    positions in both; the eval subset's own stream picks others."""
+    dataset = indexed_dataset(n_train=200, n_test=200)
+    data = select_data(experiment(train_fraction=0.1, eval_fraction=0.1, data_seed=3), dataset)
+    train_positions = ids(data.split("train"))
+    test_positions = {i - 5000 for i in ids(data.split("test"))}
+    assert len(train_positions) == len(test_positions) == 20
+    assert train_positions != test_positions
+
+
 def test_holdout_is_the_studys_train_test_split():
     from sklearn.model_selection import train_test_split
 
