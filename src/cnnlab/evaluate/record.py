@@ -213,16 +213,21 @@ class MetricsRecord:
     @classmethod
     def read(cls, path: str | Path, experiment: str) -> MetricsRecord:
         """The record in `path`, or one line naming the file and the stage that writes it."""
-        path = Path(path)
-        stage = f"evaluate@{experiment}"
-        if not path.is_file():
-            raise CnnlabError(f"{path} not found (run `dvc repro {stage}` first)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CnnlabError(f"{path} is not valid JSON ({exc}); re-run "
-                              f"`dvc repro -f {stage}`") from exc
+        path, stage = Path(path), f"evaluate@{experiment}"
+        data = read_stage_json(path, stage)
         try:
             return cls.from_json(data)
         except InvalidRecord as exc:
             raise CnnlabError(f"{path}: {exc}; re-run `dvc repro -f {stage}`") from exc
+
+
+def read_stage_json(path: Path, stage: str) -> object:
+    """A stage's JSON output, parsed; a missing or broken file is one line naming the file and
+    the stage that writes it."""
+    if not path.is_file():
+        raise CnnlabError(f"{path} not found (run `dvc repro {stage}` first)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CnnlabError(f"{path} is not valid JSON ({exc}); re-run "
+                          f"`dvc repro -f {stage}`") from exc

@@ -8,7 +8,6 @@ params.yaml, and the wall time, device and last epoch's training accuracy from t
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from cnnlab import paths
 from cnnlab.config import Experiment, Params
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate.record import MetricsRecord
+from cnnlab.evaluate.record import MetricsRecord, read_stage_json
 
 
 @dataclass(frozen=True)
@@ -55,13 +54,7 @@ def read_train_run(exp: str) -> TrainRun:
     """metrics/<exp>/train/metrics.json's train_seconds, device and train_accuracy (the last
     epoch's, optional); anything else is one line naming the file and the stage that writes it."""
     path, stage = paths.train_summary(exp), f"train@{exp}"
-    if not path.is_file():
-        raise CnnlabError(f"{path} not found (run `dvc repro {stage}` first)")
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CnnlabError(f"{path} is not valid JSON ({exc}); re-run "
-                          f"`dvc repro -f {stage}`") from exc
+    summary = read_stage_json(path, stage)
     seconds = summary.get("train_seconds") if isinstance(summary, dict) else None
     device = summary.get("device") if isinstance(summary, dict) else None
     if not _is_number(seconds) or seconds < 0:
