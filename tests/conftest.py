@@ -39,3 +39,25 @@ def real_cifar10(tmp_path_factory, worker_id):
         if not (shared / "real_cifar10" / "meta.json").is_file():
             save_prepared(read_cifar10_archive(archive), shared / "real_cifar10")
     return load_prepared(shared / "real_cifar10")
+
+
+# The files that take longest, longest first. pytest-xdist (--dist loadfile) hands whole files to
+# its workers in collection order; starting the long end-to-end files first keeps one of them
+# from being the last thing running while the other worker sits idle.
+LONGEST_FIRST = ("test_full_pipeline_e2e.py", "test_pipeline_e2e.py", "test_gpu_check.py",
+                 "test_queue_e2e.py", "test_ddp.py", "test_bad_inputs.py", "test_resume.py",
+                 "test_views.py", "test_fastpath.py", "test_realdata_training.py")
+
+
+def pytest_configure(config):
+    # xdist reorders files by their number of tests unless told not to; keep the order below.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: tests keep their order within a file

@@ -19,8 +19,10 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
-from torchvision.transforms import AutoAugment, AutoAugmentPolicy
+
+# torchvision is imported where the tables are built, not here: importing it pulls in
+# torch._dynamo (about 1.5 s), which every stage would pay through the augmentation module
+# whether or not its experiment uses AutoAugment.
 
 # Ops that torchvision applies through F.affine / F.rotate: one affine kind, per-sample matrices.
 _AFFINE_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
@@ -37,6 +39,8 @@ class _Tables(NamedTuple):
 
 def _op_params(op: str, magnitude: float, h: int, w: int) -> list[float]:
     """The numbers torchvision's _apply_op hands to its tensor kernels, computed the same way."""
+    import torchvision.transforms.functional as TF
+
     if op in ("ShearX", "ShearY"):  # F.affine(center=[0, 0]): centre is pixel (0, 0)
         deg = math.degrees(math.atan(magnitude))
         shear = [deg, 0.0] if op == "ShearX" else [0.0, deg]
@@ -63,6 +67,8 @@ def _op_params(op: str, magnitude: float, h: int, w: int) -> list[float]:
 def _tables(h: int, w: int, device: torch.device) -> _Tables:
     # The policy list and the magnitude bins come from torchvision itself (not re-typed here), so
     # they are torchvision's by construction and follow it if it ever changes them.
+    from torchvision.transforms import AutoAugment, AutoAugmentPolicy
+
     aa = AutoAugment(AutoAugmentPolicy.CIFAR10)
     space = aa._augmentation_space(10, (h, w))  # num_bins=10, as AutoAugment.forward uses
     kind, prob, params = [], [], []

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from cnnlab.config import Experiment
 from cnnlab.data.loader import seeded_subset
@@ -62,6 +61,9 @@ def select_data(exp: Experiment, dataset: PreparedDataset) -> ExperimentData:
 
 def holdout_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) indices: sklearn's shuffled split, as Keras users make it."""
+    # Imported here: scikit-learn takes a second to import, and only hold-outs need it.
+    from sklearn.model_selection import train_test_split
+
     train_idx, val_idx = train_test_split(np.arange(n), test_size=fraction, random_state=seed)
     return train_idx, val_idx
 
