@@ -70,6 +70,11 @@ def extract_mini(dest: Path) -> Path:
     return found[0]
 
 
+def mini_ann(mini: Path) -> Path:
+    """The mini subset's train2017 annotations file."""
+    return mini / "annotations" / "instances_train2017.json"
+
+
 def generate_coco(
     n_images: int,
     *,

@@ -41,6 +41,15 @@ def real_cifar10(tmp_path_factory, worker_id):
     return load_prepared(shared / "real_cifar10")
 
 
+@pytest.fixture(scope="session")
+def coco_mini(tmp_path_factory) -> Path:
+    """The real COCO mini subset, extracted once per worker: the folder holding annotations/.
+    Tests read it and never write to it."""
+    from coco_fixtures import extract_mini
+
+    return extract_mini(tmp_path_factory.mktemp("coco-mini"))
+
+
 # The files that take longest, longest first. pytest-xdist (--dist loadfile) hands whole files to
 # its workers in collection order; starting the long end-to-end files first keeps one of them
 # from being the last thing running while the other worker sits idle.

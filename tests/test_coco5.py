@@ -17,10 +17,10 @@ import pytest
 from coco_fixtures import (
     CAT_ID,
     TARGETS,
-    extract_mini,
     generate_coco,
     image_files,
     jpeg_bytes,
+    mini_ann,
     target_image_ids,
     write_json,
 )
@@ -126,27 +126,19 @@ def nothing_written(out: Path) -> None:
 # -------------------------------------------------------------------------- real mini subset
 
 
-@pytest.fixture(scope="module")
-def mini(tmp_path_factory) -> Path:
-    return extract_mini(tmp_path_factory.mktemp("coco-mini"))
-
-
-def mini_ann(mini: Path) -> Path:
-    return mini / "annotations" / "instances_train2017.json"
-
 
 @pytest.mark.realdata
-def test_real_mini_over_http(mini, tmp_path):
+def test_real_mini_over_http(coco_mini, tmp_path):
     """train2017 of the mini holds boat 2, couch 2, dog 7, cake 3 (one shared with dog) and
     motorcycle 1 images: 1 train + 1 val per class fits all but motorcycle, which runs short."""
-    with LocalServer(mini) as server:
+    with LocalServer(coco_mini) as server:
         cfg = dataclasses.replace(BASE, image_source=server.url(""), allow_shortfall=True)
-        ds = build(cfg, mini_ann(mini), tmp_path / "a")
-        rows = check_build(ds, tmp_path / "a", cfg, mini_ann(mini))
+        ds = build(cfg, mini_ann(coco_mini), tmp_path / "a")
+        rows = check_build(ds, tmp_path / "a", cfg, mini_ann(coco_mini))
         # Only the selected images were fetched, each once.
         assert server.counts() == {url_path(int(r["image_id"])): 1 for r in rows}
         server.requests.clear()
-        build(cfg, mini_ann(mini), tmp_path / "b", cache=tmp_path / "a" / "cache")
+        build(cfg, mini_ann(coco_mini), tmp_path / "b", cache=tmp_path / "a" / "cache")
         assert server.counts() == {}  # a re-run with a full cache fetches nothing
         base = server.url("")
     assert_same_build(tmp_path / "a", tmp_path / "b")
@@ -161,18 +153,18 @@ def test_real_mini_over_http(mini, tmp_path):
 
 
 @pytest.mark.realdata
-def test_real_mini_shortfall_fails_naming_the_class(mini, tmp_path):
-    cfg = dataclasses.replace(BASE, image_source=str(mini))
+def test_real_mini_shortfall_fails_naming_the_class(coco_mini, tmp_path):
+    cfg = dataclasses.replace(BASE, image_source=str(coco_mini))
     with pytest.raises(CnnlabError) as info:
-        build(cfg, mini_ann(mini), tmp_path)
+        build(cfg, mini_ann(coco_mini), tmp_path)
     assert str(info.value) == ("class 'motorcycle': 1 eligible images, 2 asked (train 1 + val 1);"
                                " set data.coco5.allow_shortfall: true to take what there is")
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.realdata
-def test_real_mini_exclusive_drops_multi_class_images(mini, tmp_path):
-    coco = load_annotations(mini_ann(mini))
+def test_real_mini_exclusive_drops_multi_class_images(coco_mini, tmp_path):
+    coco = load_annotations(mini_ann(coco_mini))
     everything = dataclasses.replace(BASE, train_per_class=5, val_per_class=5,
                                      allow_shortfall=True)
     sets = {c: set(coco.getImgIds(catIds=[CAT_ID[c]])) for c in TARGETS}
@@ -188,24 +180,26 @@ def test_real_mini_exclusive_drops_multi_class_images(mini, tmp_path):
     assert 790 not in picked and len(picked) == 13
     assert strict.eligible == (2, 2, 6, 2, 1)
 
-    cfg = dataclasses.replace(BASE, image_source=str(mini), exclusive=True, allow_shortfall=True)
-    ds = build(cfg, mini_ann(mini), tmp_path)
-    rows = check_build(ds, tmp_path, cfg, mini_ann(mini))
+    cfg = dataclasses.replace(BASE, image_source=str(coco_mini), exclusive=True,
+                              allow_shortfall=True)
+    ds = build(cfg, mini_ann(coco_mini), tmp_path)
+    rows = check_build(ds, tmp_path, cfg, mini_ann(coco_mini))
     assert "790" not in {r["image_id"] for r in rows}
     assert ds.source["exclusive"] is True and ds.source["shortfalls"] == {"motorcycle": 1}
 
 
 @pytest.mark.realdata
-def test_real_mini_local_folder_and_file_url_match_http(mini, tmp_path):
+def test_real_mini_local_folder_and_file_url_match_http(coco_mini, tmp_path):
     cfg = dataclasses.replace(BASE, allow_shortfall=True, seed=3)
-    with LocalServer(mini) as server:
-        build(dataclasses.replace(cfg, image_source=server.url("")), mini_ann(mini),
+    with LocalServer(coco_mini) as server:
+        build(dataclasses.replace(cfg, image_source=server.url("")), mini_ann(coco_mini),
               tmp_path / "http")
-    folder_cfg = dataclasses.replace(cfg, image_source=str(mini))
-    ds = build(folder_cfg, mini_ann(mini), tmp_path / "folder")
-    check_build(ds, tmp_path / "folder", folder_cfg, mini_ann(mini))
+    folder_cfg = dataclasses.replace(cfg, image_source=str(coco_mini))
+    ds = build(folder_cfg, mini_ann(coco_mini), tmp_path / "folder")
+    check_build(ds, tmp_path / "folder", folder_cfg, mini_ann(coco_mini))
     assert not (tmp_path / "folder" / "cache").exists()  # a local folder is read in place
-    build(dataclasses.replace(cfg, image_source=mini.as_uri()), mini_ann(mini), tmp_path / "file")
+    build(dataclasses.replace(cfg, image_source=coco_mini.as_uri()), mini_ann(coco_mini),
+          tmp_path / "file")
     assert len(list((tmp_path / "file" / "cache" / "train2017").iterdir())) == 9
 
     ref = load_prepared(tmp_path / "http" / "prepared")
@@ -219,14 +213,15 @@ def test_real_mini_local_folder_and_file_url_match_http(mini, tmp_path):
         strip = [{k: v for k, v in r.items() if k != "source_url"} for r in rows]
         assert strip == [{k: v for k, v in r.items() if k != "source_url"} for r in ref_rows]
     rows = read_manifest(tmp_path / "folder" / "browse")
-    assert rows[0]["source_url"] == str(mini / "train2017" / f"{int(rows[0]['image_id']):012d}.jpg")
+    image_id = int(rows[0]["image_id"])
+    assert rows[0]["source_url"] == str(coco_mini / "train2017" / f"{image_id:012d}.jpg")
 
 
 @pytest.mark.realdata
-def test_real_mini_bad_folder_is_one_line(mini, tmp_path):
+def test_real_mini_bad_folder_is_one_line(coco_mini, tmp_path):
     cfg = dataclasses.replace(BASE, image_source=str(tmp_path / "nowhere"), allow_shortfall=True)
     with pytest.raises(CnnlabError, match=r"^image_source folder has no train2017/ subfolder: "):
-        build(cfg, mini_ann(mini), tmp_path / "out")
+        build(cfg, mini_ann(coco_mini), tmp_path / "out")
 
 
 # ------------------------------------------------------------------- selection at full scale

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from coco_fixtures import CAT_ID, TARGETS, extract_mini, jpeg_bytes
+from coco_fixtures import CAT_ID, TARGETS, jpeg_bytes, mini_ann
 from PIL import Image
 
 from cnnlab.config import Coco5Config, DownloadSource, parse_params
@@ -128,19 +128,11 @@ def study_loop(coco, classes, num_samples) -> list[list[int]]:
     return [picks[cls] for cls in classes]
 
 
-@pytest.fixture(scope="module")
-def mini(tmp_path_factory) -> Path:
-    return extract_mini(tmp_path_factory.mktemp("coco-mini"))
-
-
-def mini_ann(mini: Path) -> Path:
-    return mini / "annotations" / "instances_train2017.json"
-
 
 @pytest.mark.realdata
 @pytest.mark.parametrize(("train", "val"), [(1, 1), (2, 1), (3, 2), (5, 5), (6, 1), (7, 7)])
-def test_study_selection_is_the_studys_loop_on_the_real_mini(mini, train, val):
-    coco = load_annotations(mini_ann(mini))
+def test_study_selection_is_the_studys_loop_on_the_real_mini(coco_mini, train, val):
+    coco = load_annotations(mini_ann(coco_mini))
     # pycocotools lists these images in set order, not by id: the walk follows that order.
     assert coco.getImgIds(catIds=[CAT_ID["dog"]]) != sorted(coco.getImgIds(catIds=[CAT_ID["dog"]]))
     cfg = dataclasses.replace(BASE, train_per_class=train, val_per_class=val,
@@ -154,11 +146,11 @@ def test_study_selection_is_the_studys_loop_on_the_real_mini(mini, train, val):
 
 
 @pytest.mark.realdata
-def test_the_shared_image_goes_to_the_first_walk_that_reaches_it(mini):
+def test_the_shared_image_goes_to_the_first_walk_that_reaches_it(coco_mini):
     """Image 790 holds a dog and a cake; it is sixth in pycocotools' dog list. With 5 train
     images per class the dog walk stops before it and the cake walk (later in the class order)
     takes it; with 6 the dog walk reaches it first."""
-    coco = load_annotations(mini_ann(mini))
+    coco = load_annotations(mini_ann(coco_mini))
     assert coco.getImgIds(catIds=[CAT_ID["dog"]]).index(790) == 5
     cfg = dataclasses.replace(BASE, allow_shortfall=True, selection="study", val_per_class=1)
     dog, cake = TARGETS.index("dog"), TARGETS.index("cake")
@@ -238,21 +230,21 @@ def study_pipeline(path: Path, scratch: Path) -> np.ndarray:
 
 
 @pytest.mark.realdata
-def test_build_with_the_studys_three_switches_on_the_mini(mini, tmp_path):
-    cfg = dataclasses.replace(BASE, image_source=str(mini), allow_shortfall=True, train_per_class=2,
-                              val_per_class=1, interpolation="linear", jpeg_quality=75,
-                              selection="study")
-    ds = build_coco5(cfg, mini_ann(mini), tmp_path / "prepared", tmp_path / "browse",
+def test_build_with_the_studys_three_switches_on_the_mini(coco_mini, tmp_path):
+    cfg = dataclasses.replace(BASE, image_source=str(coco_mini), allow_shortfall=True,
+                              train_per_class=2, val_per_class=1, interpolation="linear",
+                              jpeg_quality=75, selection="study")
+    ds = build_coco5(cfg, mini_ann(coco_mini), tmp_path / "prepared", tmp_path / "browse",
                      tmp_path / "cache", progress=False)
-    coco = load_annotations(mini_ann(mini))
+    coco = load_annotations(mini_ann(coco_mini))
     expected = study_loop(coco, TARGETS, [2, 1])
     for split, first, last in (("train", 0, 2), ("val", 2, 3)):
         ids = [i for ids in expected for i in ids[first:last]]
         labels = [c for c, ids in enumerate(expected) for _ in ids[first:last]]
         arrays = ds.split(split)
         np.testing.assert_array_equal(arrays.labels, labels)
-        want = np.stack([study_pipeline(mini / "train2017" / f"{i:012d}.jpg", tmp_path / "s.jpg")
-                         for i in ids])
+        want = np.stack([study_pipeline(coco_mini / "train2017" / f"{i:012d}.jpg",
+                                        tmp_path / "s.jpg") for i in ids])
         np.testing.assert_array_equal(arrays.images, want)
     assert ds.source["selection"] == "study" and ds.source["jpeg_quality"] == 75
     assert ds.source["resize"].startswith("cv2.INTER_LINEAR")
@@ -260,13 +252,13 @@ def test_build_with_the_studys_three_switches_on_the_mini(mini, tmp_path):
 
 
 @pytest.mark.realdata
-def test_default_build_keeps_inter_area_pixels_lossless(mini, tmp_path):
-    cfg = dataclasses.replace(BASE, image_source=str(mini), allow_shortfall=True)
-    ds = build_coco5(cfg, mini_ann(mini), tmp_path / "prepared", tmp_path / "browse",
+def test_default_build_keeps_inter_area_pixels_lossless(coco_mini, tmp_path):
+    cfg = dataclasses.replace(BASE, image_source=str(coco_mini), allow_shortfall=True)
+    ds = build_coco5(cfg, mini_ann(coco_mini), tmp_path / "prepared", tmp_path / "browse",
                      tmp_path / "cache", progress=False)
-    sel = select_images(load_annotations(mini_ann(mini)), cfg)
+    sel = select_images(load_annotations(mini_ann(coco_mini)), cfg)
     ids = [ids[0] for ids in sel.picked]  # each class's train image
-    want = [cv2.resize(cv2.cvtColor(cv2.imread(str(mini / "train2017" / f"{i:012d}.jpg")),
+    want = [cv2.resize(cv2.cvtColor(cv2.imread(str(coco_mini / "train2017" / f"{i:012d}.jpg")),
                                     cv2.COLOR_BGR2RGB), (64, 64), interpolation=cv2.INTER_AREA)
             for i in ids]
     np.testing.assert_array_equal(ds.split("train").images, np.stack(want))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from test_autoaugment import (
     images,  # noqa: F401  (a fixture this module's tests use)
     reference,
 )
-from test_resume import outputs, project, run_train
+from test_resume import interrupt_after_first_save, outputs, project, run_train
 from test_training import experiment, separable_dataset
 from torch import nn
 
@@ -325,14 +324,8 @@ def test_sigterm_then_resume_gives_the_uninterrupted_weights_on_cuda(tmp_path):
     proc = run_train(reference_root, cuda_project(reference_root))
     assert proc.wait(timeout=600) == 0, proc.stderr.read()
     env = cuda_project(root)
-    proc = run_train(root, env)
-    resume = root / "data/resume/toy.pt"
-    deadline = time.monotonic() + 300
-    while not resume.is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "training finished before it could be interrupted"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 143, proc.stderr.read()
+    proc = interrupt_after_first_save(root, env, signal.SIGTERM)
+    assert proc.returncode == 143, proc.stderr.read()
     again = run_train(root, env)
     stdout, stderr = again.communicate(timeout=600)
     assert again.returncode == 0, stderr

@@ -121,18 +121,28 @@ def uninterrupted(tmp_path_factory):
     return outputs(root)
 
 
+def interrupt_after_first_save(root: Path, env: dict, sig: int, settle: float = 0.0
+                               ) -> subprocess.Popen:
+    """Start the train stage in `root`, wait for its first resume file, wait `settle` seconds
+    more, then send `sig`; the process is returned once it has exited."""
+    proc = run_train(root, env)
+    resume = root / "data/resume/toy.pt"
+    deadline = time.monotonic() + 300
+    while not resume.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be interrupted"
+    time.sleep(settle)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    return proc
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_stage_killed_mid_run_resumes_to_the_same_result(tmp_path, uninterrupted, sig):
     env = project(tmp_path)
-    proc = run_train(tmp_path, env)
+    proc = interrupt_after_first_save(tmp_path, env, sig, settle=0.3)  # into the next epoch
     resume = tmp_path / "data/resume/toy.pt"
-    deadline = time.monotonic() + 300
-    while not resume.is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "training finished before it could be interrupted"
-    time.sleep(0.3)  # into the next epoch
-    proc.send_signal(sig)
-    code = proc.wait(timeout=60)
+    code = proc.returncode
     stderr = proc.stderr.read()
     if sig == signal.SIGTERM:
         assert code == 143 and "terminated (SIGTERM); run the stage again to resume" in stderr
