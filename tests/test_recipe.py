@@ -48,7 +48,9 @@ def test_onecycle_lr_at_every_step_equals_torchs_own_scheduler():
 
 @pytest.mark.parametrize(("sched", "expected"), [
     (Scheduler(name="step", step_size=1, gamma=0.5), [1e-3] * 4 + [5e-4] * 4 + [2.5e-4] * 4),
-    (Scheduler(name="multistep", milestones=(2,), gamma=0.1), [1e-3] * 8 + [1e-4] * 4),
+    # Two milestones and a gamma other than torch's default 0.1, so both must reach the scheduler.
+    (Scheduler(name="multistep", milestones=(1, 2), gamma=0.3),
+     [1e-3] * 4 + [3e-4] * 4 + [9e-5] * 4),
     (Scheduler(name="exponential", gamma=0.5), [1e-3] * 4 + [5e-4] * 4 + [2.5e-4] * 4),
 ])
 def test_epoch_schedules_change_the_lr_between_epochs(sched, expected):
@@ -132,6 +134,55 @@ def test_the_loop_trains_on_the_label_smoothed_loss(eps):
     nll = -log_p[torch.arange(len(labels)), labels]
     expected = ((1 - eps) * nll + eps * -log_p.mean(1)).mean().item()
     assert log.steps[0][1] == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_loop_trains_on_mixed_images_with_the_mixed_smoothed_loss(monkeypatch):
+    """With MixUp, the first step (one batch of every image, float32, no augmentation) feeds the
+    model lam-blends of two images, logs lam * CE(y) + (1 - lam) * CE(y[perm]) with smoothed
+    targets, and counts correct predictions lam-weighted; each checked against the initial
+    model by the formulas, with lam and perm as the loop drew them."""
+    data, eps = separable_dataset(n=32), 0.1
+    exp = experiment(epochs=1, batch_size=32, log_every=1, label_smoothing=eps, mixup_alpha=0.4,
+                     augment=Augment(), speed=dataclasses.replace(
+                         experiment().speed, precision="fp32", channels_last=False))
+    draws, inputs = [], []
+    original_draw = MixUp.draw
+    monkeypatch.setattr(MixUp, "draw", lambda self, *a: draws.append(original_draw(self, *a))
+                        or draws[-1])
+    model_class = type(build_model(exp.model, 2))
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda module, args: inputs.append(args[0].detach().clone())
+        if type(module) is model_class else None)
+    log = RecordingLogger()
+    try:
+        train(exp, data, CPU, log, progress=False)
+    finally:
+        hook.remove()
+    (lam, perm), fed = draws[0], inputs[0]
+    assert 0 < lam < 1
+    split = data.split("train")
+    images = model_input(torch.from_numpy(split.images).permute(0, 3, 1, 2), exp)
+    # Which image each row blends: row i is lam * images[a] + (1 - lam) * images[b].
+    blends = lam * images[:, None] + (1 - lam) * images[None, :]  # (a, b, C, H, W)
+    pairs = [divmod(int((blends - row).flatten(2).abs().amax(2).argmin()), len(images))
+             for row in fed]
+    for row, (a, b) in zip(fed, pairs, strict=True):
+        torch.testing.assert_close(row, blends[a, b], rtol=0, atol=1e-5)
+    order = torch.tensor([a for a, _ in pairs])
+    assert torch.equal(order[perm], torch.tensor([b for _, b in pairs]))
+    torch.manual_seed(exp.seed)  # the loop's model initialisation
+    with torch.no_grad():
+        log_p = build_model(exp.model, 2)(fed).log_softmax(1)
+    labels = torch.from_numpy(split.labels)[order]
+
+    def smoothed_ce(y):
+        return ((1 - eps) * -log_p[torch.arange(len(y)), y] + eps * -log_p.mean(1)).mean()
+
+    expected = lam * smoothed_ce(labels) + (1 - lam) * smoothed_ce(labels[perm])
+    assert log.steps[0][1] == pytest.approx(expected.item(), rel=1e-5)
+    predicted = log_p.argmax(1)
+    correct = lam * (predicted == labels).sum() + (1 - lam) * (predicted == labels[perm]).sum()
+    assert log.epochs[0][2]["train_accuracy"] == pytest.approx(correct.item() / 32, rel=1e-6)
 
 
 def test_gradient_clipping_bounds_the_update_of_one_sgd_step():
