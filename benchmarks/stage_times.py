@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -55,11 +56,12 @@ def timed_run(root: Path, env: dict, command: str) -> tuple[float, dict[str, flo
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     stages, name, last = {}, None, start
     for line in proc.stdout:
-        if "Running stage '" in line:  # a progress bar's \r may come first on the line
+        # A progress bar's \r-separated output may share the line with one or more of them.
+        for started in re.findall(r"Running stage '([^']+)'", line):
             now = time.monotonic()
             if name:
                 stages[name] = now - last
-            name, last = line.split("Running stage '")[1].split("'")[0], now
+            name, last = started, now
     if proc.wait() != 0:
         sys.exit(f"error: the quick profile failed in stage {name}")
     end = time.monotonic()
