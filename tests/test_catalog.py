@@ -44,3 +44,15 @@ def test_loading_params_imports_neither_torch_nor_torchvision():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, cwd=catalog.__file__.rsplit("/src/", 1)[0])
     assert out.stdout.strip() == "[]"
+
+
+def test_a_stage_imports_torchvision_and_sklearns_splitter_only_when_its_recipe_needs_them():
+    # Each stage is a fresh process: torchvision (which pulls in torch._dynamo) and
+    # sklearn.model_selection cost ~1.5 s each to import, so they load inside AutoAugment's table
+    # builder and the hold-out split, not when the data modules are imported.
+    probe = ("import sys; import cnnlab.data.augment, cnnlab.data.selection, "
+             "cnnlab.evaluate.scoring; print(sorted(m for m in "
+             "('torchvision', 'sklearn.model_selection') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=catalog.__file__.rsplit("/src/", 1)[0])
+    assert out.stdout.strip() == "[]"
